@@ -1,0 +1,40 @@
+# The two commands a user needs: `make serve` and `make test`. Each creates .venv and
+# installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODELS ?= models
+HOST ?= 0.0.0.0
+PORT ?= 8501
+
+.PHONY: serve test bench lint protos clean
+
+$(BIN)/ferry: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+serve: $(BIN)/ferry
+	$(BIN)/ferry examples $(MODELS)
+	$(BIN)/ferry serve $(MODELS) --host $(HOST) --rest_api_port $(PORT)
+
+test: $(BIN)/ferry
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/ferry
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/run.py
+
+lint: $(BIN)/ferry
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src
+
+# Regenerate the descriptor set after editing a .proto file (tests check it is current).
+protos: $(BIN)/ferry
+	$(BIN)/python -m ferry.protos.build
+
+clean:
+	rm -rf $(VENV) $(MODELS) .pytest_cache

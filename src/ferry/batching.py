@@ -1,0 +1,371 @@
+"""The dynamic batcher: merges concurrent requests to one model entry point.
+
+It knows numpy arrays and queues, nothing of HTTP or gRPC. Requests are stacked
+along dimension 0 (rows), run once, and split back, so each caller gets exactly
+what an unbatched run would give. Limits count rows, not requests: a request with
+more rows than `max_batch_size` is cut into slices that may share batches with
+other requests.
+
+Scheduling: a free worker takes what is queued at once when no other batch of
+this queue is running, so batching adds no wait at light load. Only while another
+batch is already running does a worker wait up to `batch_timeout_micros` for the
+batch to fill. A full queue refuses new requests immediately (`Unavailable`).
+
+Thread-safety: `submit` may be called from any thread; results are delivered
+through `concurrent.futures.Future`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from ferry.errors import DeadlineExceeded, FerryError, InternalError, InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+RunFunction = Callable[[Tensors], Tensors]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """TF Serving's BatchingParameters, with ferry's CPU defaults.
+
+    `max_batch_size` rows per model run; `max_enqueued_batches` bounds the queue at
+    `max_enqueued_batches * max_batch_size` rows; `allowed_batch_sizes` (increasing,
+    ending at `max_batch_size`) pads each batch up to the next allowed size.
+    """
+
+    enabled: bool = True
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 16
+    num_batch_threads: int = 1
+    allowed_batch_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if self.batch_timeout_micros < 0:
+            raise ValueError("batch_timeout_micros must not be negative")
+        if self.max_enqueued_batches < 1:
+            raise ValueError("max_enqueued_batches must be at least 1")
+        if self.num_batch_threads < 1:
+            raise ValueError("num_batch_threads must be at least 1")
+        sizes = self.allowed_batch_sizes
+        if sizes:
+            if any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
+                raise ValueError("allowed_batch_sizes must be positive and increasing")
+            if sizes[-1] != self.max_batch_size:
+                raise ValueError(
+                    f"the last allowed_batch_sizes entry ({sizes[-1]}) must equal "
+                    f"max_batch_size ({self.max_batch_size})"
+                )
+
+    @property
+    def max_queued_rows(self) -> int:
+        return self.max_batch_size * self.max_enqueued_batches
+
+
+class BatchObserver:
+    """Receives per-batch facts (for metrics). The default records nothing."""
+
+    def on_batch(
+        self, rows: int, padded_rows: int, queue_seconds: list[float], compute_seconds: float
+    ) -> None:
+        """Called after every model run, from the worker thread."""
+
+
+class _Request:
+    """One submitted request; completes when all of its slices have results."""
+
+    __slots__ = ("deadline", "enqueued_at", "future", "inputs", "parts", "pending_slices", "rows")
+
+    def __init__(self, inputs: Tensors, rows: int, deadline: float | None) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.deadline = deadline
+        self.enqueued_at = time.monotonic()
+        self.future: Future[Tensors] = Future()
+        self.parts: list[tuple[int, Tensors]] = []
+        self.pending_slices = 0
+
+
+@dataclass(slots=True)
+class _Slice:
+    """Rows [start, stop) of a request; `shape_key` groups slices that can be stacked."""
+
+    request: _Request
+    start: int
+    stop: int
+    shape_key: tuple
+    solo: bool = False  # runs alone and unsplit (model not batch-major, or ragged dim 0)
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.stop == self.request.rows
+
+
+def _shape_key(inputs: Tensors) -> tuple:
+    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
+
+
+class BatchQueue:
+    """A queue of requests for one model entry point, served by `num_batch_threads` workers."""
+
+    def __init__(
+        self,
+        name: str,
+        run: RunFunction,
+        config: BatchingConfig,
+        batchable: bool,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        """`batchable` is False for models whose tensors are not batch-major: each request
+        then runs alone, unsplit."""
+        self.name = name
+        self.config = config
+        self._run = run
+        self._batchable = batchable and config.enabled
+        self._observer = observer or BatchObserver()
+        self._queue: deque[_Slice] = deque()
+        self._queued_rows = 0
+        self._running = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._completion_lock = threading.Lock()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"batch-{name}-{i}", daemon=True)
+            for i in range(config.num_batch_threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    # -- submitting -----------------------------------------------------------------
+
+    def submit(self, inputs: Tensors, deadline: float | None = None) -> Future[Tensors]:
+        """Queue a checked request; the future resolves to its outputs or a FerryError.
+
+        `deadline` is a `time.monotonic()` value after which the request is dropped
+        unrun. Raises Unavailable at once when the queue is full or closed.
+        """
+        rows = _rows_of(inputs) if self._batchable else None
+        request = _Request(inputs, rows or 0, deadline)
+        if rows is None:
+            slices = [_Slice(request, 0, 0, (), solo=True)]
+            cost = 1
+        elif rows == 0:
+            raise InvalidArgument("The request has no rows (dimension 0 of the inputs is 0)")
+        else:
+            key = _shape_key(inputs)
+            step = self.config.max_batch_size
+            slices = [_Slice(request, s, min(s + step, rows), key) for s in range(0, rows, step)]
+            cost = rows
+        request.pending_slices = len(slices)
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"Model {self.name} is shutting down")
+            limit = self.config.max_queued_rows
+            if self._queued_rows and self._queued_rows + cost > limit:
+                raise Unavailable(
+                    f"The batch queue of {self.name} is full ({self._queued_rows} rows queued, "
+                    f"limit {limit}); retry later"
+                )
+            self._queue.extend(slices)
+            self._queued_rows += cost
+            self._cond.notify()
+        return request.future
+
+    # -- workers --------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closed and drained
+                self._wait_for_fill()
+                batch = self._take_batch()
+                self._running += 1
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._running -= 1
+
+    def _wait_for_fill(self) -> None:
+        """While another batch runs, give the queue up to the timeout to fill (lock held)."""
+        timeout = self.config.batch_timeout_micros / 1e6
+        if not (timeout and self._running and self._batchable):
+            return
+        deadline = self._queue[0].request.enqueued_at + timeout
+        while self._queued_rows < self.config.max_batch_size and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._queue:
+                return
+            self._cond.wait(remaining)
+
+    def _take_batch(self) -> list[_Slice]:
+        """Pop the head slice and every following slice that stacks with it (lock held)."""
+        head = self._queue.popleft()
+        batch = [head]
+        if head.solo:
+            self._queued_rows -= 1
+            return batch
+        rows = head.rows
+        limit = self.config.max_batch_size
+        while self._queue:
+            candidate = self._queue[0]
+            if (
+                candidate.solo
+                or candidate.shape_key != head.shape_key
+                or rows + candidate.rows > limit
+            ):
+                break
+            batch.append(self._queue.popleft())
+            rows += candidate.rows
+        self._queued_rows -= rows
+        return batch
+
+    def _execute(self, batch: list[_Slice]) -> None:
+        now = time.monotonic()
+        live = []
+        for piece in batch:
+            deadline = piece.request.deadline
+            if deadline is not None and now > deadline:
+                self._fail(piece, DeadlineExceeded("Request timed out before it could run"))
+            elif piece.request.future.done():
+                continue  # an earlier slice of this request failed
+            else:
+                live.append(piece)
+        if not live:
+            return
+        try:
+            self._run_and_split(live, now)
+        except Exception as exc:
+            if len(live) > 1:
+                # Isolate the culprit: rerun each piece alone so one bad input cannot fail others.
+                for piece in live:
+                    try:
+                        self._run_and_split([piece], time.monotonic())
+                    except Exception as single_exc:
+                        self._fail(piece, _as_ferry_error(single_exc))
+            else:
+                self._fail(live[0], _as_ferry_error(exc))
+
+    def _run_and_split(self, pieces: list[_Slice], started: float) -> None:
+        solo = pieces[0].solo
+        inputs = pieces[0].request.inputs if solo else _stack(pieces)
+        rows = _solo_rows(inputs) if solo else sum(p.rows for p in pieces)
+        padded_rows = rows
+        if not solo and self.config.allowed_batch_sizes:
+            padded_rows = next(s for s in self.config.allowed_batch_sizes if s >= rows)
+            if padded_rows > rows:
+                inputs = {k: _pad(v, padded_rows - rows) for k, v in inputs.items()}
+        begin = time.monotonic()
+        outputs = self._run(inputs)
+        compute_seconds = time.monotonic() - begin
+        if solo:
+            self._complete(pieces[0], outputs)
+        else:
+            for name, array in outputs.items():
+                if array.ndim == 0 or array.shape[0] != padded_rows:
+                    raise InternalError(
+                        f"Output '{name}' has shape {list(array.shape)}; expected "
+                        f"{padded_rows} rows to match the batch"
+                    )
+            offset = 0
+            for piece in pieces:
+                end = offset + piece.rows
+                self._complete(piece, {k: v[offset:end] for k, v in outputs.items()})
+                offset = end
+        queue_seconds = [started - p.request.enqueued_at for p in pieces]
+        self._observer.on_batch(rows, padded_rows, queue_seconds, compute_seconds)
+
+    def _complete(self, piece: _Slice, outputs: Tensors) -> None:
+        request = piece.request
+        if piece.whole or piece.solo:
+            if not request.future.done():
+                request.future.set_result(outputs)
+            return
+        with self._completion_lock:
+            request.parts.append((piece.start, outputs))
+            request.pending_slices -= 1
+            finished = request.pending_slices == 0
+        if finished and not request.future.done():
+            request.parts.sort(key=lambda part: part[0])
+            names = request.parts[0][1].keys()
+            merged = {n: np.concatenate([p[1][n] for p in request.parts]) for n in names}
+            request.parts.clear()
+            request.future.set_result(merged)
+
+    def _fail(self, piece: _Slice, error: FerryError) -> None:
+        future = piece.request.future
+        with self._completion_lock:
+            if future.done():
+                return
+            future.set_exception(error)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, finish the queued ones, then stop the workers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join(timeout)
+
+
+def _rows_of(inputs: Tensors) -> int | None:
+    """The shared dimension-0 size of all inputs, or None when they disagree (run alone)."""
+    sizes = {array.shape[0] if array.ndim else None for array in inputs.values()}
+    if len(sizes) != 1:
+        return None
+    (rows,) = sizes
+    return rows
+
+
+def _solo_rows(inputs: Tensors) -> int:
+    """Rows reported for a request that runs alone: its largest dimension 0 (at least 1)."""
+    return max((a.shape[0] for a in inputs.values() if a.ndim), default=1) or 1
+
+
+def _stack(pieces: list[_Slice]) -> Tensors:
+    if len(pieces) == 1 and pieces[0].whole:
+        return pieces[0].request.inputs
+    names = pieces[0].request.inputs.keys()
+    return {
+        name: np.concatenate([p.request.inputs[name][p.start : p.stop] for p in pieces])
+        for name in names
+    }
+
+
+def _pad(array: np.ndarray, extra_rows: int) -> np.ndarray:
+    """Pad by repeating the last row: real data keeps models free of NaN/zero-division surprises."""
+    return np.concatenate([array, np.repeat(array[-1:], extra_rows, axis=0)])
+
+
+def _as_ferry_error(exc: BaseException) -> FerryError:
+    if isinstance(exc, FerryError):
+        return exc
+    log.warning("model run failed: %s: %s", type(exc).__name__, exc)
+    return InternalError(f"The model failed while running: {type(exc).__name__}: {exc}")

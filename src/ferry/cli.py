@@ -1,0 +1,259 @@
+"""The `ferry` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ferry.batching import BatchingConfig
+from ferry.manager import ManagerOptions
+from ferry.model_config import (
+    DEFAULT_MODEL_NAME,
+    ConfigError,
+    ModelSpec,
+    load_batching_file,
+)
+from ferry.runtimes import RuntimeOptions
+
+# TF Serving spells booleans `--flag=true|false`; `--flag` alone means true.
+_BOOL = {"type": click.BOOL, "is_flag": False, "flag_value": True}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ferry")
+def main() -> None:
+    """ferry: serve trained models over TensorFlow Serving's APIs, with dynamic batching
+    and live version updates."""
+
+
+@main.command()
+@click.argument("root", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model_name", help="Serve one model under this name (TF Serving flag).")
+@click.option(
+    "--model_base_path",
+    type=click.Path(path_type=Path),
+    help="Folder of the model's integer version folders (TF Serving flag).",
+)
+@click.option(
+    "--model_config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TF Serving model_config_list text file: several models, version policies and labels.",
+)
+@click.option(
+    "--model_config_file_poll_wait_seconds",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Re-read the config file this often (0: read once).",
+)
+@click.option(
+    "--rest_api_port",
+    type=int,
+    default=8501,
+    show_default=True,
+    help="HTTP port for the REST APIs and metrics.",
+)
+@click.option(
+    "--port",
+    "grpc_port",
+    type=int,
+    default=8500,
+    show_default=True,
+    help="gRPC port (reserved: gRPC APIs are not served yet).",
+)
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address to listen on (127.0.0.1 for this machine only).",
+)
+@click.option(
+    "--file_system_poll_wait_seconds",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Poll storage for new, changed and removed versions this often (0: once at start-up).",
+)
+@click.option(
+    "--version_settle_seconds",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="A new version folder must stay unchanged this long before it loads.",
+)
+@click.option(
+    "--enable_batching",
+    default=True,
+    show_default=True,
+    **_BOOL,
+    help="Merge concurrent requests into one model run.",
+)
+@click.option(
+    "--batching_parameters_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TF Serving BatchingParameters text file (max_batch_size, "
+    "batch_timeout_micros, max_enqueued_batches, num_batch_threads, "
+    "allowed_batch_sizes).",
+)
+@click.option(
+    "--max_request_bytes",
+    type=int,
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Largest accepted request body; larger ones get HTTP 413.",
+)
+@click.option(
+    "--rest_api_timeout_in_ms",
+    type=int,
+    default=30_000,
+    show_default=True,
+    help="A request that has not finished by then gets 504.",
+)
+@click.option(
+    "--intra_op_threads",
+    "--tensorflow_intra_op_parallelism",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Threads per model run (0: all cores).",
+)
+@click.option(
+    "--inter_op_threads",
+    "--tensorflow_inter_op_parallelism",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Threads across independent graph nodes (0: runtime's choice).",
+)
+@click.option(
+    "--allow_spinning",
+    default=False,
+    show_default=True,
+    **_BOOL,
+    help="Let idle runtime threads spin-wait (lower latency, more CPU burnt).",
+)
+@click.option(
+    "--enable_model_warmup",
+    default=True,
+    show_default=True,
+    **_BOOL,
+    help="Run each new version once before it takes traffic.",
+)
+@click.option(
+    "--unload_drain_timeout_seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="How long an outgoing version may finish its in-flight requests.",
+)
+@click.option(
+    "--log_level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    root: Path | None,
+    model_name: str | None,
+    model_base_path: Path | None,
+    model_config_file: Path | None,
+    model_config_file_poll_wait_seconds: float,
+    rest_api_port: int,
+    grpc_port: int,
+    host: str,
+    file_system_poll_wait_seconds: float,
+    version_settle_seconds: float,
+    enable_batching: bool,
+    batching_parameters_file: Path | None,
+    max_request_bytes: int,
+    rest_api_timeout_in_ms: int,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    allow_spinning: bool,
+    enable_model_warmup: bool,
+    unload_drain_timeout_seconds: float,
+    log_level: str,
+) -> None:
+    """Serve models: every model folder under ROOT, one model (--model_name and
+    --model_base_path), or a TF Serving --model_config_file.
+
+    Without any of these, MODEL_NAME and MODEL_BASE_PATH from the environment are used
+    as in TF Serving's Docker image: the model at $MODEL_BASE_PATH/$MODEL_NAME.
+    """
+    from ferry.repository.catalog import ConfigFileCatalog, FixedCatalog, RootFolderCatalog
+    from ferry.server import FerryServer, ServerOptions
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sources = [x for x in (root, model_base_path, model_config_file) if x is not None]
+    if len(sources) > 1:
+        raise click.UsageError("give only one of ROOT, --model_base_path, --model_config_file")
+    try:
+        if model_config_file is not None:
+            catalog = ConfigFileCatalog(model_config_file, model_config_file_poll_wait_seconds)
+        elif model_base_path is not None:
+            catalog = FixedCatalog(
+                [ModelSpec(model_name or DEFAULT_MODEL_NAME, model_base_path.resolve())]
+            )
+        elif root is not None:
+            catalog = RootFolderCatalog(root.resolve())
+        elif "MODEL_NAME" in os.environ or "MODEL_BASE_PATH" in os.environ:
+            name = os.environ.get("MODEL_NAME", "model")
+            base = Path(os.environ.get("MODEL_BASE_PATH", "/models")) / name
+            catalog = FixedCatalog([ModelSpec(model_name or name, base.resolve())])
+        else:
+            raise click.UsageError(
+                "nothing to serve: give ROOT, --model_base_path, "
+                "--model_config_file, or MODEL_NAME/MODEL_BASE_PATH"
+            )
+        batching = BatchingConfig(enabled=enable_batching)
+        if batching_parameters_file is not None:
+            batching = load_batching_file(batching_parameters_file, batching)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    options = ServerOptions(
+        host=host,
+        rest_api_port=rest_api_port,
+        grpc_port=grpc_port,
+        file_system_poll_wait_seconds=file_system_poll_wait_seconds,
+        version_settle_seconds=version_settle_seconds,
+        max_request_bytes=max_request_bytes,
+        rest_api_timeout_in_ms=rest_api_timeout_in_ms,
+        manager=ManagerOptions(
+            runtime=RuntimeOptions(intra_op_threads, inter_op_threads, allow_spinning),
+            batching=batching,
+            enable_warmup=enable_model_warmup,
+            drain_timeout_seconds=unload_drain_timeout_seconds,
+        ),
+    )
+    FerryServer(catalog, options).run()
+    sys.exit(0)
+
+
+@main.command()
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path), default="models")
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(["mlp_small", "mlp_large"]),
+    help="Build just these examples (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Rebuild examples that already exist.")
+def examples(root: Path, only: tuple[str, ...], force: bool) -> None:
+    """Build the bundled example models (mlp_small, mlp_large) under ROOT as version 1."""
+    from ferry.examples import build_examples
+
+    written = build_examples(root, list(only) or None, force)
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        click.echo(f"examples already present under {root} (use --force to rebuild)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""ferry's error classes, one per status code that a request can end with.
+
+Every layer raises these; each protocol turns them into its own wire form in one
+place (HTTP status + `{"error": ...}` for TF Serving REST, a gRPC status code for
+gRPC). The codes are TensorFlow's canonical status codes, because TF Serving's
+clients and its HTTP mapping are built on them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StatusCode(Enum):
+    """TensorFlow's canonical error codes (tensorflow.error.Code), by name and number."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class FerryError(Exception):
+    """A request or load failed; `code` says how, the message says what was wrong."""
+
+    code: StatusCode = StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(FerryError):
+    """The request is malformed or does not fit the model's signature."""
+
+    code = StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(FerryError):
+    """The model, version, label or signature does not exist (or is not serving)."""
+
+    code = StatusCode.NOT_FOUND
+
+
+class Unavailable(FerryError):
+    """The server cannot take the request now (queue full, shutting down); retry later."""
+
+    code = StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(FerryError):
+    """The request did not finish within its time limit."""
+
+    code = StatusCode.DEADLINE_EXCEEDED
+
+
+class Unimplemented(FerryError):
+    """The request asks for something ferry (or this model) does not support."""
+
+    code = StatusCode.UNIMPLEMENTED
+
+
+class FailedPrecondition(FerryError):
+    """The request is valid but the model is not in a state to answer it."""
+
+    code = StatusCode.FAILED_PRECONDITION
+
+
+class InternalError(FerryError):
+    """The model raised at run time or returned something unusable."""
+
+    code = StatusCode.INTERNAL
+
+
+class ResourceExhausted(FerryError):
+    """The request exceeds a configured limit (for example the request body size)."""
+
+    code = StatusCode.RESOURCE_EXHAUSTED

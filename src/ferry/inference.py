@@ -1,0 +1,79 @@
+"""The one request path every protocol uses: resolve the version, check, queue, await.
+
+Protocols decode wire bytes and hand a `decode` callback that turns them into a
+signature name and input arrays once the version (and so its signatures) is known.
+Everything after that (the counted reference that keeps the version loaded, the
+shared batch queue, the deadline, metrics) happens here, the same way for all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ferry.errors import DeadlineExceeded, FerryError
+from ferry.manager import ModelManager
+from ferry.metrics import Metrics
+from ferry.served_version import ServedVersion
+
+Tensors = dict[str, np.ndarray]
+Decoder = Callable[[ServedVersion], tuple[str, Tensors]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result of one request: which version answered and its output arrays."""
+
+    model: str
+    version: int
+    signature_name: str
+    outputs: Tensors
+
+
+class InferenceService:
+    """Runs requests against the manager's versions. Call from the server's event loop."""
+
+    def __init__(self, manager: ModelManager, metrics: Metrics, timeout_seconds: float) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.timeout_seconds = timeout_seconds
+
+    async def predict(
+        self,
+        api: str,
+        model: str,
+        version: int | None,
+        label: str | None,
+        decode: Decoder,
+        timeout_seconds: float | None = None,
+    ) -> Prediction:
+        """Run one request; raises FerryError subclasses with the reason.
+
+        `decode` runs before the request is queued, so a request that does not fit
+        the signature fails alone and never joins (or breaks) a batch.
+        """
+        started = time.monotonic()
+        timeout = timeout_seconds or self.timeout_seconds
+        served_version = "-"
+        try:
+            served = self.manager.acquire(model, version, label)
+            served_version = str(served.version)
+            try:
+                signature_name, inputs = decode(served)
+                future = served.queue(signature_name).submit(inputs, started + timeout)
+                try:
+                    outputs = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                except TimeoutError:
+                    raise DeadlineExceeded("Timed out waiting for notification") from None
+            finally:
+                served.release()
+        except FerryError as exc:
+            self.metrics.requests.labels(model, served_version, api, exc.code.name).inc()
+            raise
+        self.metrics.requests.labels(model, served_version, api, "OK").inc()
+        self.metrics.request_latency.labels(model, api).observe(time.monotonic() - started)
+        return Prediction(model, served.version, signature_name, outputs)

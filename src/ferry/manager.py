@@ -1,0 +1,386 @@
+"""The manager: loads, warms up, swaps, drains and unloads model versions.
+
+It keeps the served-version table that requests read. Storage is polled by the
+watcher, which reports what it found (`sync`); the manager decides what to load
+and unload with an availability-preserving rule:
+
+* a version is routable only after it loaded and warmed up;
+* an old version stops receiving requests only once its replacement is routable,
+  and is unloaded after its in-flight requests finish (counted references);
+* a version that fails to load never displaces a serving one: the failure shows in
+  the status, the previous version keeps serving, and the load is retried when the
+  folder's content changes.
+
+Loads run on the caller's thread (the watcher's), one at a time; unloads run on a
+thread each so that a slow drain never stalls polling. Route lookups are lock-free
+reads of an immutable snapshot that is replaced on every change.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry.batching import BatchingConfig
+from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode
+from ferry.metrics import Metrics
+from ferry.model_config import BATCHING_FILE_NAME, ModelSpec, load_batching_file
+from ferry.repository.source import StoredVersion
+from ferry.runtimes import RuntimeOptions, runtime_for
+from ferry.served_version import ServedVersion, VersionState
+from ferry.warmup import warm_up
+
+log = logging.getLogger(__name__)
+
+# Finished versions kept in a model's status history (TF Serving keeps all, which grows).
+_MAX_ENDED_RECORDS = 10
+
+
+@dataclass
+class VersionRecord:
+    """What the status API reports for one version number."""
+
+    version: int
+    state: VersionState
+    error_code: StatusCode = StatusCode.OK
+    error_message: str = ""
+    failed_fingerprint: tuple | None = None  # content that failed; retried when it changes
+    updated_at: float = field(default_factory=time.time)
+
+    def fail(self, code: StatusCode, message: str, fingerprint: tuple) -> None:
+        self.error_code, self.error_message = code, message
+        self.failed_fingerprint = fingerprint
+        self.updated_at = time.time()
+
+    def clear_error(self) -> None:
+        self.error_code, self.error_message, self.failed_fingerprint = StatusCode.OK, "", None
+
+
+@dataclass(frozen=True)
+class _Routes:
+    """Immutable routing snapshot of one model."""
+
+    versions: dict[int, ServedVersion]
+    latest: ServedVersion | None
+    labels: dict[str, int]
+
+
+@dataclass
+class _Model:
+    spec: ModelSpec
+    serving: dict[int, ServedVersion] = field(default_factory=dict)
+    records: dict[int, VersionRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ManagerOptions:
+    """How versions are loaded and retired."""
+
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    enable_warmup: bool = True
+    drain_timeout_seconds: float = 60.0
+
+
+class ModelManager:
+    """The served-version table and the load/unload lifecycle. Thread-safe."""
+
+    def __init__(self, options: ManagerOptions, metrics: Metrics) -> None:
+        self.options = options
+        self.metrics = metrics
+        self._models: dict[str, _Model] = {}
+        self._routes: dict[str, _Routes] = {}
+        self._lock = threading.RLock()
+        self._retiring: set[threading.Thread] = set()
+        self.initial_sync_done = threading.Event()
+
+    # -- requests (hot path) ----------------------------------------------------------
+
+    def acquire(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> ServedVersion:
+        """A counted reference to the version a request asks for; the caller must `release`.
+
+        Raises NotFound / InvalidArgument with TF Serving's messages.
+        """
+        routes = self._routes.get(model)
+        if version is None and label is not None:
+            if routes is None or label not in routes.labels:
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
+            version = routes.labels[label]
+        if version is None:
+            served = routes.latest if routes else None
+            if served is None:
+                raise NotFound(f"Servable not found for request: Latest({model})")
+        else:
+            served = routes.versions.get(version) if routes else None
+            if served is None:
+                raise NotFound(f"Servable not found for request: Specific({model}, {version})")
+        return served.acquire()
+
+    # -- status -------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def version_status(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionRecord]:
+        """Status records, newest version first; NotFound in TF Serving's words."""
+        with self._lock:
+            state = self._models.get(model)
+            records = dict(state.records) if state else {}
+            labels = dict(state.spec.labels) if state else {}
+        if label is not None:
+            if label not in labels:
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        if not records:
+            raise NotFound(f"Could not find any versions of model {model}")
+        if version is not None:
+            if version not in records:
+                raise NotFound(f"Could not find version {version} of model {model}")
+            return [records[version]]
+        return [records[v] for v in sorted(records, reverse=True)]
+
+    def labels(self, model: str) -> dict[str, int]:
+        with self._lock:
+            state = self._models.get(model)
+            return dict(state.spec.labels) if state else {}
+
+    def is_ready(self) -> bool:
+        """True once the first storage scan has been loaded (successfully or not)."""
+        return self.initial_sync_done.is_set()
+
+    # -- lifecycle (watcher thread) ------------------------------------------------------
+
+    def sync(self, spec: ModelSpec, stored: dict[int, StoredVersion]) -> None:
+        """Bring one model in line with what storage holds now."""
+        with self._lock:
+            model = self._models.get(spec.name)
+            if model is None:
+                model = self._models[spec.name] = _Model(spec)
+                log.info(
+                    "model %s: watching %s (policy: %s)",
+                    spec.name,
+                    spec.base_path,
+                    spec.policy.describe(),
+                )
+            model.spec = spec
+        aspired = spec.policy.select(stored)
+        # Newest first, so the version that "latest" requests want is routable soonest.
+        for version in sorted(aspired, reverse=True):
+            self._load_if_needed(model, stored[version])
+        with self._lock:
+            keep = self._versions_to_keep(model, aspired, stored)
+            leaving = [v for v in model.serving if v not in keep]
+            retired = [model.serving.pop(v) for v in leaving]
+            for version in leaving:
+                record = model.records.get(version)
+                if record is not None and version not in stored:
+                    record.clear_error()
+            self._publish(model)
+        for served in retired:
+            self._retire_async(model, served)
+
+    def remove_model(self, name: str) -> None:
+        """Stop serving every version of a model that is no longer configured."""
+        with self._lock:
+            model = self._models.pop(name, None)
+            self._routes = {k: v for k, v in self._routes.items() if k != name}
+            if model is None:
+                return
+            retired = list(model.serving.values())
+            model.serving.clear()
+            self.metrics.loaded_versions.labels(name).set(0)
+        log.info("model %s: removed from configuration", name)
+        for served in retired:
+            self._retire_async(model, served)
+
+    def shutdown(self) -> None:
+        """Unload everything, waiting for in-flight requests (up to the drain timeout)."""
+        for name in self.model_names():
+            self.remove_model(name)
+        self.wait_for_retirements()
+
+    def wait_for_retirements(self, timeout: float | None = None) -> None:
+        with self._lock:
+            threads = list(self._retiring)
+        for thread in threads:
+            thread.join(timeout)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _load_if_needed(self, model: _Model, stored: StoredVersion) -> None:
+        name, version = model.spec.name, stored.version
+        with self._lock:
+            current = model.serving.get(version)
+            record = model.records.get(version)
+        if current is not None and current.stored.fingerprint == stored.fingerprint:
+            return
+        if record is not None and record.failed_fingerprint == stored.fingerprint:
+            return  # same content failed before: wait for it to change
+        reloading = current is not None
+        with self._lock:
+            if record is None:
+                record = model.records[version] = VersionRecord(version, VersionState.START)
+            if not reloading:
+                record.state = VersionState.LOADING
+        log.info(
+            "model %s: %s version %d from %s",
+            name,
+            "reloading changed" if reloading else "loading",
+            version,
+            stored.path,
+        )
+        started = time.monotonic()
+        try:
+            served = self._load(model.spec, stored)
+        except Exception as exc:
+            code = (
+                exc.code
+                if isinstance(exc, FerryError)
+                else (
+                    StatusCode.NOT_FOUND
+                    if isinstance(exc, FileNotFoundError)
+                    else StatusCode.UNKNOWN
+                )
+            )
+            message = str(exc) if isinstance(exc, FerryError) else f"{type(exc).__name__}: {exc}"
+            if reloading:
+                message = f"reload failed, still serving the previous files: {message}"
+            with self._lock:
+                record.fail(code, message, stored.fingerprint)
+                if not reloading:
+                    record.state = VersionState.END
+            self.metrics.load_failures.labels(name).inc()
+            log.error("model %s: version %d failed to load: %s", name, version, message)
+            return
+        seconds = time.monotonic() - started
+        with self._lock:
+            previous = model.serving.get(version)
+            model.serving[version] = served
+            record.state = VersionState.AVAILABLE
+            record.clear_error()
+            record.updated_at = time.time()
+            self._publish(model)
+        self.metrics.load_latency.labels(name).observe(seconds)
+        log.info(
+            "model %s: version %d AVAILABLE (%s, %.2fs)",
+            name,
+            version,
+            served.runtime.format_name,
+            seconds,
+        )
+        if previous is not None:
+            self._retire_async(model, previous, keep_record=True)
+
+    def _load(self, spec: ModelSpec, stored: StoredVersion) -> ServedVersion:
+        runtime = runtime_for(stored.path, self.options.runtime, spec.platform)
+        runtime.load()
+        try:
+            if self.options.enable_warmup:
+                warm_up(runtime)
+        except Exception as exc:
+            runtime.unload()
+            raise RuntimeError(f"warm-up failed: {type(exc).__name__}: {exc}") from exc
+        batching = self._batching_for(spec, stored)
+        observer = self.metrics.batch_observer(spec.name, stored.version)
+        return ServedVersion(spec.name, stored, runtime, batching, observer)
+
+    def _batching_for(self, spec: ModelSpec, stored: StoredVersion) -> BatchingConfig:
+        """Global parameters, overridden by a model-level then a version-level file."""
+        config = self.options.batching
+        for folder in (spec.base_path, stored.path):
+            candidate = Path(folder) / BATCHING_FILE_NAME
+            if candidate.is_file():
+                config = load_batching_file(candidate, config)
+        return config
+
+    def _versions_to_keep(
+        self, model: _Model, aspired: set[int], stored: dict[int, StoredVersion]
+    ) -> set[int]:
+        """Aspired versions that serve, plus stand-ins for aspired versions that failed:
+        the newest other serving versions still in storage, one per missing version."""
+        keep = {v for v in aspired if v in model.serving}
+        missing = len(aspired) - len(keep)
+        stand_ins = sorted(
+            (v for v in model.serving if v not in aspired and v in stored), reverse=True
+        )
+        keep.update(stand_ins[:missing])
+        return keep
+
+    def _publish(self, model: _Model) -> None:
+        """Replace the model's routing snapshot (lock held)."""
+        versions = dict(model.serving)
+        latest = versions[max(versions)] if versions else None
+        routes = dict(self._routes)
+        routes[model.spec.name] = _Routes(versions, latest, dict(model.spec.labels))
+        self._routes = routes
+        self.metrics.loaded_versions.labels(model.spec.name).set(len(versions))
+
+    def _retire_async(
+        self, model: _Model, served: ServedVersion, keep_record: bool = False
+    ) -> None:
+        name, version = model.spec.name, served.version
+        with self._lock:
+            record = model.records.get(version)
+            if record is not None and not keep_record:
+                record.state = VersionState.UNLOADING
+
+        def retire() -> None:
+            drained = served.retire(self.options.drain_timeout_seconds)
+            if not drained:
+                log.warning(
+                    "model %s: version %d unloaded with requests still running after %.0fs",
+                    name,
+                    version,
+                    self.options.drain_timeout_seconds,
+                )
+            with self._lock:
+                if not keep_record and version not in model.serving:
+                    rec = model.records.get(version)
+                    if rec is not None:
+                        rec.state = VersionState.END
+                        rec.updated_at = time.time()
+                    self._trim_records(model)
+                self._retiring.discard(threading.current_thread())
+            log.info("model %s: version %d unloaded", name, version)
+            release_memory()
+
+        thread = threading.Thread(target=retire, name=f"retire-{name}-{version}", daemon=True)
+        with self._lock:
+            self._retiring.add(thread)
+        thread.start()
+
+    def _trim_records(self, model: _Model) -> None:
+        ended = sorted(
+            v
+            for v, r in model.records.items()
+            if r.state == VersionState.END
+            and v not in model.serving
+            and r.failed_fingerprint is None
+        )
+        for version in ended[:-_MAX_ENDED_RECORDS]:
+            del model.records[version]
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS, so RSS stays flat across reloads.
+
+    glibc keeps freed arenas mapped; `malloc_trim` returns them. Elsewhere it is skipped.
+    """
+    gc.collect()
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

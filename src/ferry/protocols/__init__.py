@@ -1,0 +1,1 @@
+"""Wire protocols: each module translates between one wire format and ferry's request path."""

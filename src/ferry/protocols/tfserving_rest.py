@@ -1,0 +1,207 @@
+"""TensorFlow Serving's REST API, answered as TF Serving answers it.
+
+Paths (TF Serving's grammar, matched case-insensitively under `/v1/`):
+  GET  /v1/models/{m}[/versions/{v} | /labels/{l}]            model status
+  GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature defs
+  POST /v1/models/{m}[/versions/{v} | /labels/{l}]:predict    inference
+and ferry's additions: GET /v1/models (every model, its versions and states).
+Errors are `{"error": "..."}` with TF Serving's status-code-to-HTTP mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import unquote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ferry.codecs.tfserving_json import decode_predict_body, encode_predict_response, parse_json
+from ferry.errors import (
+    FerryError,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    StatusCode,
+    Unimplemented,
+)
+from ferry.inference import InferenceService
+from ferry.manager import ModelManager, VersionRecord
+from ferry.protocols.http_util import RequestTooLarge, read_body
+from ferry.served_version import ServedVersion
+from ferry.tensors import TensorSpec, tf_dtype_name
+
+log = logging.getLogger(__name__)
+
+_NAME = r"(?P<model>[^/:]+)"
+_VERSION_OR_LABEL = r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+_POST_PATH = re.compile(
+    rf"/v1/models/{_NAME}{_VERSION_OR_LABEL}:(?P<method>[A-Za-z]+)", re.IGNORECASE
+)
+_GET_PATH = re.compile(
+    rf"/v1/models/{_NAME}{_VERSION_OR_LABEL}(?P<metadata>/metadata)?", re.IGNORECASE
+)
+
+# TF Serving's mapping from status code to HTTP status (http_server.cc).
+_HTTP_STATUS = {
+    StatusCode.OK: 200,
+    StatusCode.CANCELLED: 499,
+    StatusCode.INVALID_ARGUMENT: 400,
+    StatusCode.FAILED_PRECONDITION: 400,
+    StatusCode.OUT_OF_RANGE: 400,
+    StatusCode.DEADLINE_EXCEEDED: 504,
+    StatusCode.NOT_FOUND: 404,
+    StatusCode.ALREADY_EXISTS: 409,
+    StatusCode.ABORTED: 409,
+    StatusCode.PERMISSION_DENIED: 403,
+    StatusCode.UNAUTHENTICATED: 401,
+    StatusCode.RESOURCE_EXHAUSTED: 429,
+    StatusCode.UNIMPLEMENTED: 501,
+    StatusCode.UNAVAILABLE: 503,
+}
+_JSON = "application/json"
+_PRETTY = orjson.OPT_INDENT_2
+
+
+def error_response(error: FerryError) -> Response:
+    """`{"error": message}` with TF Serving's HTTP status for the error's code."""
+    status = 413 if isinstance(error, RequestTooLarge) else _HTTP_STATUS.get(error.code, 500)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    body = orjson.dumps({"error": error.message}, option=_PRETTY)
+    return Response(body, status_code=status, media_type=_JSON, headers=headers)
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body, option=_PRETTY), media_type=_JSON)
+
+
+class TFServingRest:
+    """Route handlers for TF Serving's REST API over one manager and inference service."""
+
+    def __init__(
+        self, manager: ModelManager, inference: InferenceService, max_request_bytes: int
+    ) -> None:
+        self.manager = manager
+        self.inference = inference
+        self.max_request_bytes = max_request_bytes
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/{rest:path}", self.dispatch, methods=["GET", "POST"]),
+        ]
+
+    async def dispatch(self, request: Request) -> Response:
+        path = unquote(request.url.path) if "%" in request.url.path else request.url.path
+        try:
+            if request.method == "POST":
+                match = _POST_PATH.fullmatch(path)
+                if match is not None:
+                    return await self._post(request, match)
+            else:
+                match = _GET_PATH.fullmatch(path)
+                if match is not None:
+                    return self._get(match)
+            raise InvalidArgument(f"Malformed request: {request.method} {request.url.path}")
+        except FerryError as exc:
+            return error_response(exc)
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("unexpected error serving %s %s", request.method, request.url.path)
+            return error_response(InternalError(f"Internal error: {type(exc).__name__}: {exc}"))
+
+    async def _post(self, request: Request, match: re.Match[str]) -> Response:
+        method = match["method"].lower()
+        if method in ("classify", "regress"):
+            raise Unimplemented(
+                f"{method} needs a model with a {method} signature; ferry serves "
+                f"{method} for TensorFlow models that have one. Use :predict for this model."
+            )
+        if method != "predict":
+            raise InvalidArgument(f"Malformed request: POST {request.url.path}")
+        body = parse_json(await read_body(request, self.max_request_bytes))
+        decoded = None
+
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            nonlocal decoded
+            decoded = decode_predict_body(body, served.signatures)
+            return decoded.signature_name, decoded.inputs
+
+        version = int(match["version"]) if match["version"] else None
+        prediction = await self.inference.predict(
+            "rest", match["model"], version, match["label"], decode
+        )
+        assert decoded is not None
+        return Response(
+            encode_predict_response(prediction.outputs, decoded.format), media_type=_JSON
+        )
+
+    def _get(self, match: re.Match[str]) -> Response:
+        model, label = match["model"], match["label"]
+        version = int(match["version"]) if match["version"] else None
+        if match["metadata"]:
+            served = self.manager.acquire(model, version, label)
+            try:
+                return _json(_metadata(served))
+            finally:
+                served.release()
+        records = self.manager.version_status(model, version, label)
+        return _json({"model_version_status": [_status(r) for r in records]})
+
+    async def list_models(self, request: Request) -> Response:
+        models = []
+        for name in self.manager.model_names():
+            try:
+                records = self.manager.version_status(name)
+            except NotFound:
+                records = []
+            models.append(
+                {
+                    "name": name,
+                    "model_version_status": [_status(r) for r in records],
+                    "version_labels": {k: str(v) for k, v in self.manager.labels(name).items()},
+                }
+            )
+        return _json({"models": models})
+
+
+def _status(record: VersionRecord) -> dict:
+    return {
+        "version": str(record.version),
+        "state": record.state.name,
+        "status": {"error_code": record.error_code.name, "error_message": record.error_message},
+    }
+
+
+def _tensor_info(spec: TensorSpec) -> dict:
+    shape = (
+        {"dim": [], "unknown_rank": True}
+        if spec.shape is None
+        else {
+            "dim": [{"size": str(d), "name": ""} for d in spec.shape],
+            "unknown_rank": False,
+        }
+    )
+    return {"dtype": tf_dtype_name(spec.dtype), "tensor_shape": shape, "name": spec.name}
+
+
+def _metadata(served: ServedVersion) -> dict:
+    signature_defs = {
+        name: {
+            "inputs": {n: _tensor_info(s) for n, s in sig.inputs.items()},
+            "outputs": {n: _tensor_info(s) for n, s in sig.outputs.items()},
+            "method_name": sig.method_name,
+            "defaults": {},
+        }
+        for name, sig in served.signatures.items()
+    }
+    return {
+        "model_spec": {
+            "name": served.model_name,
+            "signature_name": "",
+            "version": str(served.version),
+        },
+        "metadata": {"signature_def": {"signature_def": signature_defs}},
+    }

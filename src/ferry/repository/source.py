@@ -1,0 +1,72 @@
+"""Where model versions come from: a model's base path holding integer version folders.
+
+A `VersionSource` lists the versions in storage, each with a fingerprint that
+changes whenever the folder's content changes, and hands out a local folder to
+load from. The local-disk source is the only one for now; object storage will be
+another implementation of the same interface.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+# (relative path, size, mtime in ns) of every file: cheap to compute, and it
+# changes when a copy is still in progress or when files are replaced.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version folder as found in storage."""
+
+    version: int
+    path: Path
+    fingerprint: Fingerprint
+
+
+class VersionSource(ABC):
+    """Lists a model's versions in storage. Implementations must be safe to call from one
+    poller thread at a time; errors (storage unreachable) propagate to the caller."""
+
+    @abstractmethod
+    def list_versions(self) -> dict[int, StoredVersion]:
+        """Every integer-named version folder, with its current fingerprint."""
+
+
+class LocalVersionSource(VersionSource):
+    """Version folders `<base_path>/<int>/` on a local (or mounted) file system."""
+
+    def __init__(self, base_path: Path) -> None:
+        self.base_path = base_path
+
+    def list_versions(self) -> dict[int, StoredVersion]:
+        if not self.base_path.is_dir():
+            raise FileNotFoundError(f"model base path {self.base_path} is not a directory")
+        found: dict[int, StoredVersion] = {}
+        for entry in os.scandir(self.base_path):
+            # Non-numeric children (README, staging folders) are ignored, as in TF Serving.
+            if not entry.name.isdigit() or not entry.is_dir():
+                continue
+            version_dir = Path(entry.path)
+            found[int(entry.name)] = StoredVersion(
+                int(entry.name), version_dir, fingerprint(version_dir)
+            )
+        return found
+
+
+def fingerprint(folder: Path) -> Fingerprint:
+    """A content fingerprint of `folder` from file names, sizes and modification times."""
+    items = []
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for filename in filenames:
+            full = os.path.join(dirpath, filename)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:  # removed while we walked: the folder is changing
+                continue
+            items.append((os.path.relpath(full, folder), stat.st_size, stat.st_mtime_ns))
+    items.sort()
+    return tuple(items)

@@ -1,0 +1,31 @@
+"""Model runtimes, one module per model format, and the choice of runtime for a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.runtimes.onnx import OnnxRuntime
+
+# Checked in order; the first runtime that recognises a version folder loads it.
+RUNTIMES: list[type[Runtime]] = [OnnxRuntime]
+
+
+def runtime_for(version_dir: Path, options: RuntimeOptions, platform: str = "") -> Runtime:
+    """A runtime (not yet loaded) for the model in `version_dir`.
+
+    `platform` (a config's `model_platform`) restricts the choice when given.
+    Raises FileNotFoundError naming the formats looked for when nothing matches.
+    """
+    candidates = [r for r in RUNTIMES if not platform or platform.lower() in r.platforms]
+    if not candidates:
+        known = sorted(p for r in RUNTIMES for p in r.platforms)
+        raise ValueError(f"unknown model_platform {platform!r}; ferry serves {known}")
+    for runtime_class in candidates:
+        if runtime_class.can_load(version_dir):
+            return runtime_class(version_dir, options)
+    formats = ", ".join(r.format_name for r in candidates)
+    raise FileNotFoundError(f"no servable model found in {version_dir} (formats: {formats})")
+
+
+__all__ = ["RUNTIMES", "Runtime", "RuntimeOptions", "runtime_for"]

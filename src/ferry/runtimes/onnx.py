@@ -1,0 +1,100 @@
+"""ONNX models through onnxruntime (CPU provider; GPU providers when installed and asked for)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec
+
+# onnxruntime reports element types as strings such as "tensor(float)".
+_NUMPY_BY_ORT_TYPE: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+    "tensor(string)": STRING_DTYPE,
+}
+
+MODEL_FILE = "model.onnx"
+
+
+def find_model_file(version_dir: Path) -> Path | None:
+    """`model.onnx` if present, else the only `*.onnx` file in the folder."""
+    preferred = version_dir / MODEL_FILE
+    if preferred.is_file():
+        return preferred
+    candidates = sorted(version_dir.glob("*.onnx"))
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    dtype = _NUMPY_BY_ORT_TYPE.get(arg.type)
+    if dtype is None:
+        raise ValueError(f"tensor '{arg.name}' has unsupported type {arg.type}")
+    shape = None
+    if arg.shape is not None:
+        # Symbolic dims ("batch", "N") and unknown dims (None) are both "any size".
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+    return TensorSpec(arg.name, dtype, shape)
+
+
+class OnnxRuntime(Runtime):
+    """An ONNX model; `run` is thread-safe (onnxruntime sessions allow concurrent runs)."""
+
+    format_name = "onnx"
+    platforms = ("onnx", "onnxruntime", "onnxruntime_onnx")
+
+    def __init__(self, version_dir: Path, options: RuntimeOptions) -> None:
+        super().__init__(version_dir, options)
+        self._session: ort.InferenceSession | None = None
+        self._signatures: dict[str, Signature] = {}
+        self._output_names: list[str] = []
+
+    @classmethod
+    def can_load(cls, version_dir: Path) -> bool:
+        return find_model_file(version_dir) is not None
+
+    def load(self) -> None:
+        model_file = find_model_file(self.version_dir)
+        if model_file is None:
+            raise FileNotFoundError(f"no {MODEL_FILE} in {self.version_dir}")
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = self.options.intra_op_threads
+        session_options.inter_op_num_threads = self.options.inter_op_threads
+        spinning = "1" if self.options.allow_spinning else "0"
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+        session = ort.InferenceSession(
+            str(model_file), sess_options=session_options, providers=["CPUExecutionProvider"]
+        )
+        inputs = {arg.name: _spec(arg) for arg in session.get_inputs()}
+        outputs = {arg.name: _spec(arg) for arg in session.get_outputs()}
+        self._signatures = {DEFAULT_SIGNATURE: Signature(inputs, outputs)}
+        self._output_names = list(outputs)
+        self._session = session
+
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        return self._signatures
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._session
+        if session is None:
+            raise RuntimeError("model is not loaded")
+        results = session.run(self._output_names, inputs)
+        return dict(zip(self._output_names, results, strict=True))
+
+    def unload(self) -> None:
+        self._session = None
