@@ -199,6 +199,8 @@ class BatchQueue:
                 if not self._queue:
                     return  # closed and drained
                 self._wait_for_fill()
+                if not self._queue:
+                    continue  # another worker took the batch while this one waited
                 batch = self._take_batch()
                 self._running += 1
             try:

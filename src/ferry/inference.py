@@ -21,6 +21,8 @@ from ferry.metrics import Metrics
 from ferry.served_version import ServedVersion
 
 Tensors = dict[str, np.ndarray]
+# The metrics label for requests naming a model that does not exist.
+UNKNOWN_MODEL = "_unknown"
 Decoder = Callable[[ServedVersion], tuple[str, Tensors]]
 
 
@@ -58,22 +60,29 @@ class InferenceService:
         """
         started = time.monotonic()
         timeout = timeout_seconds or self.timeout_seconds
-        served_version = "-"
         try:
             served = self.manager.acquire(model, version, label)
-            served_version = str(served.version)
+        except FerryError as exc:
+            # Label unknown names as such: client-chosen names must not grow the metrics.
+            known = model if self.manager.has_model(model) else UNKNOWN_MODEL
+            self.metrics.requests.labels(known, "-", api, exc.code.name).inc()
+            raise
+        served_version = str(served.version)
+        in_flight = self.metrics.in_flight.labels(model)
+        in_flight.inc()
+        try:
+            signature_name, inputs = decode(served)
+            future = served.queue(signature_name).submit(inputs, started + timeout)
             try:
-                signature_name, inputs = decode(served)
-                future = served.queue(signature_name).submit(inputs, started + timeout)
-                try:
-                    outputs = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-                except TimeoutError:
-                    raise DeadlineExceeded("Timed out waiting for notification") from None
-            finally:
-                served.release()
+                outputs = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            except TimeoutError:
+                raise DeadlineExceeded("Timed out waiting for notification") from None
         except FerryError as exc:
             self.metrics.requests.labels(model, served_version, api, exc.code.name).inc()
             raise
+        finally:
+            served.release()
+            in_flight.dec()
         self.metrics.requests.labels(model, served_version, api, "OK").inc()
         self.metrics.request_latency.labels(model, api).observe(time.monotonic() - started)
         return Prediction(model, served.version, signature_name, outputs)

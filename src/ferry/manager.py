@@ -126,6 +126,10 @@ class ModelManager:
 
     # -- status -------------------------------------------------------------------------
 
+    def has_model(self, name: str) -> bool:
+        """True when the model is configured (whatever the state of its versions)."""
+        return name in self._models
+
     def model_names(self) -> list[str]:
         with self._lock:
             return sorted(self._models)
@@ -190,8 +194,8 @@ class ModelManager:
         for served in retired:
             self._retire_async(model, served)
 
-    def remove_model(self, name: str) -> None:
-        """Stop serving every version of a model that is no longer configured."""
+    def remove_model(self, name: str, reason: str = "removed from configuration") -> None:
+        """Stop serving every version of a model (no longer configured, or shutting down)."""
         with self._lock:
             model = self._models.pop(name, None)
             self._routes = {k: v for k, v in self._routes.items() if k != name}
@@ -200,14 +204,14 @@ class ModelManager:
             retired = list(model.serving.values())
             model.serving.clear()
             self.metrics.loaded_versions.labels(name).set(0)
-        log.info("model %s: removed from configuration", name)
+        log.info("model %s: %s", name, reason)
         for served in retired:
             self._retire_async(model, served)
 
     def shutdown(self) -> None:
         """Unload everything, waiting for in-flight requests (up to the drain timeout)."""
         for name in self.model_names():
-            self.remove_model(name)
+            self.remove_model(name, "unloading for shutdown")
         self.wait_for_retirements()
 
     def wait_for_retirements(self, timeout: float | None = None) -> None:

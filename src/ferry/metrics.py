@@ -82,6 +82,12 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.in_flight = Gauge(
+            "ferry_requests_in_flight",
+            "Requests accepted and not yet answered.",
+            ["model"],
+            registry=r,
+        )
         self.loaded_versions = Gauge(
             "ferry_loaded_versions",
             "Versions currently AVAILABLE.",

@@ -135,11 +135,15 @@ def convert_array(value: object, dtype: np.dtype, name: str) -> np.ndarray:
         raise InvalidArgument(
             f"Input '{name}' is ragged (lists of different lengths) or mixes types"
         )
-    if kind in "USb" and raw.size:
+    if kind in "US" and raw.size:
         raise InvalidArgument(
             f"Input '{name}' holds strings but the model expects {tf_dtype_name(dtype)}"
         )
     target = np.dtype(dtype)
+    if kind == "b" and target.kind != "b" and raw.size:
+        raise InvalidArgument(
+            f"Input '{name}' holds true/false values but the model expects {tf_dtype_name(target)}"
+        )
     if (
         target.kind in "iu"
         and kind == "f"

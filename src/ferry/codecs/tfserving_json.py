@@ -240,7 +240,8 @@ def _has_non_finite(value: Any) -> bool:
         return any(_has_non_finite(v) for v in value.values())
     if isinstance(value, list):
         return any(_has_non_finite(v) for v in value)
-    return isinstance(value, float) and not math.isfinite(value)
+    # Row predictions hold numpy scalars (np.float32 is no `float`) when outputs are 1-D.
+    return isinstance(value, float | np.floating) and not math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:

@@ -48,7 +48,8 @@ class LocalVersionSource(VersionSource):
         found: dict[int, StoredVersion] = {}
         for entry in os.scandir(self.base_path):
             # Non-numeric children (README, staging folders) are ignored, as in TF Serving.
-            if not entry.name.isdigit() or not entry.is_dir():
+            # isdigit() alone also accepts digits such as "²" that int() refuses.
+            if not (entry.name.isascii() and entry.name.isdigit()) or not entry.is_dir():
                 continue
             version_dir = Path(entry.path)
             found[int(entry.name)] = StoredVersion(

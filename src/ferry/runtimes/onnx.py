@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ferry.errors import InvalidArgument
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec
 
@@ -48,6 +49,24 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
         # Symbolic dims ("batch", "N") and unknown dims (None) are both "any size".
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
     return TensorSpec(arg.name, dtype, shape)
+
+
+def _text_array(array: np.ndarray) -> np.ndarray:
+    """ferry carries strings as bytes; onnxruntime's binding wants `str` (it stores UTF-8)."""
+    flat = array.reshape(-1)
+    try:
+        text = [item.decode("utf-8") if isinstance(item, bytes) else item for item in flat]
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            f"ONNX string tensors hold UTF-8 text; an input string is not UTF-8: {exc}"
+        ) from None
+    return np.array(text, dtype=object).reshape(array.shape)
+
+
+def _bytes_array(array: np.ndarray) -> np.ndarray:
+    out = np.empty(array.size, dtype=object)
+    out[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in array.flat]
+    return out.reshape(array.shape)
 
 
 class OnnxRuntime(Runtime):
@@ -93,8 +112,15 @@ class OnnxRuntime(Runtime):
         session = self._session
         if session is None:
             raise RuntimeError("model is not loaded")
-        results = session.run(self._output_names, inputs)
-        return dict(zip(self._output_names, results, strict=True))
+        feeds = {
+            name: _text_array(array) if array.dtype == STRING_DTYPE else array
+            for name, array in inputs.items()
+        }
+        results = session.run(self._output_names, feeds)
+        return {
+            name: _bytes_array(array) if array.dtype == STRING_DTYPE else array
+            for name, array in zip(self._output_names, results, strict=True)
+        }
 
     def unload(self) -> None:
         self._session = None

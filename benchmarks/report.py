@@ -1,0 +1,224 @@
+"""Turn one run's measurements into the markdown report (tables, target ratios, notes).
+
+Why separate from run.py: the targets are the point of the benchmark, and keeping their
+arithmetic in small pure functions makes it easy to check what "ferry over FastAPI"
+means exactly (same model, same connection count, same run) without reading the
+process juggling.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from ceiling import CeilingResult
+from loadgen import WrkResult, wrk_version
+
+
+@dataclass
+class HttpResult:
+    """One (model, server, connections) measurement, or why it is missing.
+
+    `server_cores` and `other_cores` are average cores busy during the measured window:
+    the server process itself, and everything on the machine that is neither the
+    server nor wrk (other servers idling, other people's jobs: noise)."""
+
+    model: str
+    server: str
+    connections: int
+    wrk: WrkResult | None = None
+    failure: str | None = None
+    server_cores: float | None = None
+    other_cores: float | None = None
+    mean_batch: float | None = None
+
+
+@dataclass
+class Target:
+    """One target ratio; `value` None when this run did not measure its inputs."""
+
+    label: str
+    value: float | None
+    goal: str
+    check: Callable[[float], bool]
+    digits: int = 2
+
+    @property
+    def status(self) -> str:
+        if self.value is None:
+            return "n/a"
+        return "PASS" if self.check(self.value) else "FAIL"
+
+
+@dataclass
+class Report:
+    """Everything a run produced, ready to render."""
+
+    settings: list[tuple[str, str]]
+    ceilings: list[CeilingResult]
+    http: list[HttpResult]
+    notes: list[str] = field(default_factory=list)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_description() -> list[tuple[str, str]]:
+    """CPU, cores, OS and the versions that decide the numbers."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        ("CPU", _cpu_model()),
+        ("cores", f"{os.cpu_count()} logical ({usable} usable by this process)"),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("onnxruntime", _version("onnxruntime")),
+        ("numpy", _version("numpy")),
+        ("ferry", _version("ferry")),
+        ("fastapi / pydantic / uvicorn", "{} / {} / {}".format(
+            _version("fastapi"), _version("pydantic"), _version("uvicorn"))),
+        ("wrk", wrk_version()),
+        ("load average at start (1/5/15 min)", load),
+    ]  # fmt: skip
+
+
+def _find(results: Sequence[HttpResult], model: str, server: str, conns: int) -> WrkResult | None:
+    for r in results:
+        if (r.model, r.server, r.connections) == (model, server, conns) and r.wrk:
+            return r.wrk
+    return None
+
+
+def _ceiling(ceilings: Sequence[CeilingResult], model: str, batch: int) -> float | None:
+    for c in ceilings:
+        if (c.model, c.batch) == (model, batch):
+            return c.samples_per_s
+    return None
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return top / bottom
+
+
+def targets(report: Report) -> list[Target]:
+    """The benchmark's goals, computed only from this run's numbers."""
+    http, ceilings = report.http, report.ceilings
+
+    def rps(model: str, server: str, conns: int) -> float | None:
+        found = _find(http, model, server, conns)
+        return found.requests_per_s if found else None
+
+    def p50(model: str, server: str) -> float | None:
+        found = _find(http, model, server, 1)
+        return found.p50_ms if found else None
+
+    measured = [r for r in http if r.wrk]
+    errors = sum(r.wrk.errors for r in measured if r.wrk) + sum(1 for r in http if r.failure)
+    return [
+        Target(
+            "mlp_large c64: ferry req/s / in-process batch-64 samples/s",
+            _ratio(rps("mlp_large", "ferry", 64), _ceiling(ceilings, "mlp_large", 64)),
+            ">= 0.50",
+            lambda v: v >= 0.50,
+        ),
+        Target(
+            "mlp_small c64: ferry req/s / FastAPI req/s",
+            _ratio(rps("mlp_small", "ferry", 64), rps("mlp_small", "fastapi", 64)),
+            ">= 2.0",
+            lambda v: v >= 2.0,
+        ),
+        Target(
+            "mlp_small c1: ferry p50 / FastAPI p50",
+            _ratio(p50("mlp_small", "ferry"), p50("mlp_small", "fastapi")),
+            "<= 1.25",
+            lambda v: v <= 1.25,
+        ),
+        Target(
+            "mlp_large c1: ferry p50 / FastAPI p50",
+            _ratio(p50("mlp_large", "ferry"), p50("mlp_large", "fastapi")),
+            "<= 1.25",
+            lambda v: v <= 1.25,
+        ),
+        Target(
+            "errors (all HTTP runs; a failed run counts as one)",
+            float(errors) if http else None,
+            "== 0",
+            lambda v: v == 0,
+            digits=0,
+        ),
+    ]
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def render(report: Report, title: str) -> str:
+    """The whole report as markdown."""
+    out = [f"# {title}", "", "## Machine", ""]
+    out += [f"- {k}: {v}" for k, v in machine_description()]
+    out += ["", "## Settings", ""]
+    out += [f"- {k}: {v}" for k, v in report.settings]
+
+    out += ["", "## In-process onnxruntime ceiling (no HTTP)", ""]
+    out += ["| model | batch | runs/s | samples/s | p50 ms per run |", "|---|---:|---:|---:|---:|"]
+    for c in report.ceilings:
+        out.append(
+            f"| {c.model} | {c.batch} | {_fmt(c.runs_per_s)} | {_fmt(c.samples_per_s)} "
+            f"| {_fmt(c.p50_run_ms, 3)} |"
+        )
+    if not report.ceilings:
+        out.append("| (not measured) | | | | |")
+
+    out += ["", "## HTTP servers under wrk (one instance per request)", ""]
+    out += [
+        "| model | server | connections | req/s | p50 ms | p99 ms | errors "
+        "| max ms | server CPU (cores) | other CPU (cores) | mean batch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.http:
+        if r.wrk is None:
+            out.append(
+                f"| {r.model} | {r.server} | {r.connections} | FAILED: {r.failure} | | | | | | | |"
+            )
+            continue
+        w = r.wrk
+        errors = f"{w.errors}" + (
+            f" ({w.socket_errors} socket, {w.status_errors} HTTP)" if w.errors else ""
+        )
+        out.append(
+            f"| {r.model} | {r.server} | {r.connections} | {_fmt(w.requests_per_s)} "
+            f"| {_fmt(w.p50_ms, 2)} | {_fmt(w.p99_ms, 2)} | {errors} | {_fmt(w.max_ms, 1)} "
+            f"| {_fmt(r.server_cores, 2)} | {_fmt(r.other_cores, 2)} | {_fmt(r.mean_batch, 1)} |"
+        )
+
+    out += ["", "## Targets (from this run)", ""]
+    out += ["| target | value | goal | status |", "|---|---:|---|---|"]
+    for t in targets(report):
+        value = "-" if t.value is None else f"{t.value:.{t.digits}f}"
+        out.append(f"| {t.label} | {value} | {t.goal} | {t.status} |")
+
+    if report.notes:
+        out += ["", "## Notes", ""]
+        out += [f"- {note}" for note in report.notes]
+    return "\n".join(out) + "\n"

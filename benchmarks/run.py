@@ -1,0 +1,364 @@
+"""ferry's benchmark: the in-process ceiling, a hand-written FastAPI server and ferry,
+measured side by side in one run on this machine.
+
+Why one run: ferry's targets are ratios (ferry against the model's own ceiling, against
+the server people usually write), and a ratio only means something when both sides were
+measured on the same machine, under the same background load, minutes apart. So this
+script builds the example models, measures the onnxruntime ceiling in-process, then
+starts both servers on 127.0.0.1 and drives each with wrk, interleaving the servers at
+each (model, connections) point so slow drift on a shared machine hits both alike.
+
+Usage::
+
+    .venv/bin/python benchmarks/run.py                     # both models, 10 s per point
+    .venv/bin/python benchmarks/run.py --quick --models mlp_small
+    .venv/bin/python benchmarks/run.py --ferry-arg=--allow_spinning=true \\
+        --ferry-arg=--batching_parameters_file=/path/batching.txt
+
+The report is printed and written to benchmarks/results/latest.md (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ceiling import measure_model  # noqa: E402
+from loadgen import WrkError, predict_body, run_wrk, write_script  # noqa: E402
+from report import HttpResult, Report, render, targets  # noqa: E402
+from servers import (  # noqa: E402
+    HOST,
+    Server,
+    ServerError,
+    cpu_sample,
+    ferry_batch_totals,
+    free_port,
+    running_server,
+)
+
+from ferry.examples import EXAMPLES, build_examples  # noqa: E402
+from ferry.runtimes.base import RuntimeOptions  # noqa: E402
+
+# Width of the single input row each example model takes.
+INPUT_WIDTH = {"mlp_small": 784, "mlp_large": 1024}
+SERVERS = ("ferry", "fastapi")
+CEILING_BATCHES = (1, 32, 64)
+DEFAULT_OUTPUT = HERE / "results" / "latest.md"
+# A p99 this many times the p50 is called out in the notes as a latency outlier.
+OUTLIER_FACTOR = 10.0
+# Average cores used by others during a measurement above which the numbers are suspect.
+NOISE_CORES = 0.25
+
+
+def _csv(
+    kind: Callable[[str], object], choices: Sequence[object] | None = None
+) -> Callable[[str], list]:
+    """argparse type for comma-separated lists, optionally restricted to `choices`."""
+
+    def parse(text: str) -> list:
+        items = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        bad = [x for x in items if choices is not None and x not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(choices or [])}")
+        return items
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark ferry against a FastAPI server and the in-process ceiling.",
+        epilog="Pass ferry flags as --ferry-arg=--flag=value (the '=' keeps argparse "
+        "from reading them as this script's own flags).",
+    )
+    parser.add_argument(
+        "--models", type=_csv(str, list(INPUT_WIDTH)), default=list(INPUT_WIDTH),
+        help="comma-separated example models (default: mlp_small,mlp_large)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--servers", type=_csv(str, SERVERS), default=list(SERVERS),
+        help="comma-separated servers (default: ferry,fastapi)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections", type=_csv(int), default=[1, 64],
+        help="comma-separated wrk connection counts (default: 1,64)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--duration", type=float, default=None,
+        help="seconds per measured wrk run (default 10; 3 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=None,
+        help="seconds of wrk warm-up before each measured run (default 2; 1 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ceiling-seconds", type=float, default=None,
+        help="seconds per in-process batch size (default 3; 1 with --quick; 0 skips)",
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="short runs, for trying things")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed or a run failed"
+    )
+    parser.add_argument(
+        "--ferry-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for `ferry serve` (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"report file (default {DEFAULT_OUTPUT})",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.duration = args.duration if args.duration is not None else (3.0 if quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
+    if args.ceiling_seconds is None:
+        args.ceiling_seconds = 1.0 if quick else 3.0
+    if args.duration < 1:
+        parser.error("--duration must be at least 1 second (wrk's resolution)")
+    if any(c < 1 for c in args.connections):
+        parser.error("--connections must be positive")
+    return args
+
+
+def _bool(text: str) -> bool:
+    """click.BOOL's spellings, as ferry's CLI accepts them."""
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "t", "yes", "y", "on"}:
+        return True
+    if lowered in {"0", "false", "f", "no", "n", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def runtime_options_from_ferry_args(ferry_args: Sequence[str]) -> RuntimeOptions:
+    """The RuntimeOptions ferry will use given `ferry_args`, so the in-process ceiling
+    runs onnxruntime with the same thread and spinning settings as ferry does."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--intra_op_threads", "--tensorflow_intra_op_parallelism", type=int, default=0
+    )
+    parser.add_argument(
+        "--inter_op_threads", "--tensorflow_inter_op_parallelism", type=int, default=0
+    )
+    parser.add_argument("--allow_spinning", nargs="?", const="true", default="false")
+    known, _ = parser.parse_known_args(list(ferry_args))
+    return RuntimeOptions(
+        known.intra_op_threads, known.inter_op_threads, _bool(known.allow_spinning)
+    )
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM into SystemExit so every `finally` stops the servers we started."""
+    raise SystemExit(128 + signum)
+
+
+def server_argv(name: str, root: Path, port: int, ferry_args: Sequence[str]) -> list[str]:
+    """The command line that starts server `name` on 127.0.0.1:`port`."""
+    bindir = Path(sys.executable).parent
+    if name == "ferry":
+        return [
+            str(bindir / "ferry"), "serve", str(root),
+            "--host", HOST, "--rest_api_port", str(port), *ferry_args,
+        ]  # fmt: skip
+    return [
+        sys.executable, str(HERE / "baseline_fastapi.py"), str(root),
+        "--host", HOST, "--port", str(port),
+    ]  # fmt: skip
+
+
+def measure_point(
+    server: Server, model: str, connections: int, script: Path, args: argparse.Namespace
+) -> HttpResult:
+    """Warm up, then one measured wrk run of one server/model/connections point, with
+    the CPU the server and everyone else used during the measured window."""
+    result = HttpResult(model, server.name, connections)
+    url = server.url(model)
+    try:
+        if args.warmup > 0:
+            run_wrk(url, script, connections, args.warmup)
+        batches_before = ferry_batch_totals(server, model) if server.name == "ferry" else None
+        cpu_before, wall_before = cpu_sample(server), time.monotonic()
+        wrk = run_wrk(url, script, connections, args.duration)
+        cpu_after, wall_after = cpu_sample(server), time.monotonic()
+        batches_after = ferry_batch_totals(server, model) if server.name == "ferry" else None
+    except WrkError as exc:
+        result.failure = str(exc).splitlines()[0]
+        return result
+    wall = wall_after - wall_before
+    server_cpu = cpu_after.server - cpu_before.server
+    busy = cpu_after.machine_busy - cpu_before.machine_busy
+    result.wrk = wrk
+    result.server_cores = server_cpu / wall
+    result.other_cores = max(0.0, busy - server_cpu - wrk.wrk_cpu_s) / wall
+    if batches_before and batches_after:
+        runs = batches_after[1] - batches_before[1]
+        if runs > 0:
+            result.mean_batch = (batches_after[0] - batches_before[0]) / runs
+    return result
+
+
+def _log_findings(server: Server) -> list[str]:
+    """Warnings, errors and tracebacks a server logged, deduplicated, at most five."""
+    seen: list[str] = []
+    for line in server.log_tail(200_000).splitlines():
+        if any(mark in line for mark in ("WARNING", "ERROR", "CRITICAL", "Traceback")):
+            text = line.strip()[:200]
+            if text not in seen:
+                seen.append(text)
+    return seen[:5]
+
+
+def notes_for(results: Sequence[HttpResult]) -> list[str]:
+    """Observations worth a reader's attention: errors, tail outliers, noisy windows."""
+    notes = []
+    for r in results:
+        where = f"{r.model} / {r.server} / c{r.connections}"
+        if r.failure:
+            notes.append(f"{where}: run failed: {r.failure}")
+            continue
+        assert r.wrk is not None
+        w = r.wrk
+        if w.errors:
+            notes.append(
+                f"{where}: {w.errors} errors ({w.socket_errors} socket, "
+                f"{w.status_errors} HTTP status >= 400)"
+            )
+        if w.p50_ms > 0 and w.p99_ms > OUTLIER_FACTOR * w.p50_ms:
+            notes.append(
+                f"{where}: tail outlier, p99 {w.p99_ms:.2f} ms is "
+                f"{w.p99_ms / w.p50_ms:.0f}x p50 {w.p50_ms:.2f} ms (max {w.max_ms:.1f} ms)"
+            )
+        if r.other_cores is not None and r.other_cores > NOISE_CORES:
+            notes.append(
+                f"{where}: other processes used {r.other_cores:.2f} cores on average "
+                "during the measurement; treat these numbers as disturbed"
+            )
+    return notes
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Build models, measure the ceiling, then every server at every point."""
+    runtime_options = runtime_options_from_ferry_args(args.ferry_arg)
+    settings = [
+        ("models", ", ".join(args.models)),
+        ("servers", ", ".join(args.servers)),
+        ("connections", ", ".join(map(str, args.connections))),
+        ("wrk", f"-t1, {args.duration:g} s measured after {args.warmup:g} s warm-up per point"),
+        ("request", "one instance per POST, TF Serving JSON, float32 uniform [0,1), seed 0"),
+        ("ferry args", " ".join(args.ferry_arg) or "(defaults)"),
+        ("ceiling", f"{args.ceiling_seconds:g} s per batch size; session options as ferry: "
+                    f"{runtime_options}"),
+        ("baseline", "FastAPI + pydantic, sync def endpoint, onnxruntime default session, "
+                     "uvicorn (auto loop/http), no access log"),
+    ]  # fmt: skip
+    report = Report(settings, [], [])
+    with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
+        root = Path(tmp) / "models"
+        build_examples(root, list(args.models))
+
+        if args.ceiling_seconds > 0:
+            for model in args.models:
+                print(f"ceiling {model} ...", file=sys.stderr, flush=True)
+                report.ceilings += measure_model(
+                    model, root / model / "1" / "model.onnx", INPUT_WIDTH[model],
+                    list(CEILING_BATCHES), args.ceiling_seconds,
+                    min(1.0, args.ceiling_seconds), runtime_options,
+                )  # fmt: skip
+
+        bodies = {m: predict_body(INPUT_WIDTH[m]) for m in args.models}
+        scripts = {m: write_script(Path(tmp) / f"{m}.lua", bodies[m]) for m in args.models}
+        with contextlib.ExitStack() as stack:
+            servers: list[Server] = []
+            for name in args.servers:
+                port = free_port()
+                print(f"starting {name} on port {port} ...", file=sys.stderr, flush=True)
+                try:
+                    servers.append(
+                        stack.enter_context(
+                            running_server(
+                                name,
+                                server_argv(name, root, port, args.ferry_arg),
+                                port,
+                                Path(tmp) / f"{name}.log",
+                                bodies,
+                            )
+                        )
+                    )
+                except ServerError as exc:
+                    report.notes.append(f"{name} did not start: {str(exc)[:1500]}")
+                    report.http += [
+                        HttpResult(m, name, c, failure="server did not start")
+                        for m in args.models
+                        for c in args.connections
+                    ]
+            for model in args.models:
+                for connections in args.connections:
+                    for server in servers:
+                        print(
+                            f"wrk {model} {server.name} c{connections} ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        report.http.append(
+                            measure_point(server, model, connections, scripts[model], args)
+                        )
+            for server in servers:
+                report.notes += [f"{server.name} log: {x}" for x in _log_findings(server)]
+                if server.process.poll() is not None:
+                    report.notes.append(
+                        f"{server.name} exited during the run with {server.process.returncode}"
+                    )
+        # ExitStack has stopped the servers. ferry drains and exits 0 on SIGTERM; uvicorn.run
+        # re-raises the signal after its shutdown, so -SIGTERM is the baseline's normal end.
+        for server in servers:
+            code = server.process.returncode
+            normal = (0, None) if server.name == "ferry" else (0, None, -signal.SIGTERM)
+            if code not in normal:
+                report.notes.append(f"{server.name} exit status after SIGTERM: {code}")
+        report.http.sort(
+            key=lambda r: (
+                args.models.index(r.model),
+                args.connections.index(r.connections),
+                args.servers.index(r.server),
+            )
+        )
+        report.notes = notes_for(report.http) + report.notes
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    missing = [m for m in args.models if m not in EXAMPLES]
+    if missing:
+        print(f"unknown models {missing}", file=sys.stderr)
+        return 2
+    report = run(args)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = render(report, f"ferry benchmark, {stamp}")
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"report written to {args.output}", file=sys.stderr)
+    if args.check and any(t.status == "FAIL" for t in targets(report)):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

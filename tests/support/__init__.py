@@ -1,0 +1,1 @@
+"""Test support: small real ONNX models and a real `ferry serve` process on loopback."""

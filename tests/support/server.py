@@ -1,0 +1,119 @@
+"""A real `ferry serve` process on a free loopback port, stopped by its PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class FerryProcess:
+    """`ferry serve ARGS` as a child process, with its log in `log_path`."""
+
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        command = [
+            sys.executable,
+            "-m",
+            "ferry.cli",
+            "serve",
+            *args,
+            "--host",
+            "127.0.0.1",
+            "--rest_api_port",
+            str(self.port),
+        ]
+        full_env = {**os.environ, **(env or {})}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd
+        )
+        self.session = requests.Session()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> FerryProcess:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"ferry exited early:\n{self.log()}")
+            return self.session.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+
+        wait_until(ready, timeout, message="server readiness")
+        return self
+
+    def wait_version(self, model: str, version: int, timeout: float = 30.0) -> None:
+        """Wait until `version` of `model` is AVAILABLE."""
+
+        def available() -> bool:
+            response = self.get(f"/v1/models/{model}/versions/{version}")
+            if response.status_code != 200:
+                return False
+            return response.json()["model_version_status"][0]["state"] == "AVAILABLE"
+
+        wait_until(available, timeout, message=f"{model} version {version} AVAILABLE")
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.session.get(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.session.post(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+    def predict(self, model: str, body: dict, suffix: str = "") -> requests.Response:
+        return self.post(f"/v1/models/{model}{suffix}:predict", json=body)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the server and wait for it to exit; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.session.close()
+        self._log.close()
+        return self.process.returncode
