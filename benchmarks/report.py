@@ -61,6 +61,8 @@ class Report:
     ceilings: list[CeilingResult]
     http: list[HttpResult]
     notes: list[str] = field(default_factory=list)
+    # Taken when the run starts, so the load average shows the machine before we loaded it.
+    machine: list[tuple[str, str]] = field(default_factory=lambda: machine_description())
 
 
 def _cpu_model() -> str:
@@ -81,10 +83,15 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as text."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine_description() -> list[tuple[str, str]]:
     """CPU, cores, OS and the versions that decide the numbers."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     return [
         ("CPU", _cpu_model()),
         ("cores", f"{os.cpu_count()} logical ({usable} usable by this process)"),
@@ -176,7 +183,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def render(report: Report, title: str) -> str:
     """The whole report as markdown."""
     out = [f"# {title}", "", "## Machine", ""]
-    out += [f"- {k}: {v}" for k, v in machine_description()]
+    out += [f"- {k}: {v}" for k, v in report.machine]
+    out.append(f"- load average at end (1/5/15 min): {load_average()}")
     out += ["", "## Settings", ""]
     out += [f"- {k}: {v}" for k, v in report.settings]
 

@@ -186,10 +186,11 @@ class ModelManager:
             keep = self._versions_to_keep(model, aspired, stored)
             leaving = [v for v in model.serving if v not in keep]
             retired = [model.serving.pop(v) for v in leaving]
-            for version in leaving:
-                record = model.records.get(version)
-                if record is not None and version not in stored:
-                    record.clear_error()
+            for version, record in model.records.items():
+                if version not in stored:
+                    # Gone from storage: nothing left to retry, so the record may be trimmed.
+                    record.failed_fingerprint = None
+            self._trim_records(model)
             self._publish(model)
         for served in retired:
             self._retire_async(model, served)
