@@ -504,3 +504,50 @@ def test_batching_config_accepts_allowed_sizes_ending_at_max_batch_size() -> Non
 
     assert config.allowed_batch_sizes == (2, 8)
     assert config.max_queued_rows == 24
+
+
+# -- filling batches under load ---------------------------------------------------------
+
+
+def test_under_load_a_worker_waits_for_the_batch_to_fill_while_requests_keep_coming(
+    make_queue: Callable[..., BatchQueue],
+    gated: Callable[[RunFunction], GatedModel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("ferry.batching.ARRIVAL_GAP_SECONDS", 2.0)
+    observer = RecordingObserver()
+    gate = gated(double)
+    queue = make_queue(gate, observer=observer, max_batch_size=4, batch_timeout_micros=10**7)
+    full = queue.submit(rows(4, seed=1))  # a full first batch: the queue is under load
+    assert gate.entered.wait(WAIT)
+    early = queue.submit(rows(2, seed=2))
+    gate.open()
+    time.sleep(0.2)  # the worker now waits for more rows instead of running 2 of 4
+    late = queue.submit(rows(2, seed=3))
+
+    for future, request in (
+        (full, rows(4, seed=1)),
+        (early, rows(2, seed=2)),
+        (late, rows(2, seed=3)),
+    ):
+        assert_same_outputs(future.result(WAIT), double(request))
+    queue.close()
+    assert observer.batches == [(4, 4), (4, 4)]
+
+
+def test_under_load_the_fill_wait_ends_when_requests_stop_arriving(
+    make_queue: Callable[..., BatchQueue], gated: Callable[[RunFunction], GatedModel]
+) -> None:
+    observer = RecordingObserver()
+    gate = gated(double)
+    # A 30 s timeout: only the pause in arrivals can end the wait within the test's bound.
+    queue = make_queue(gate, observer=observer, max_batch_size=4, batch_timeout_micros=30_000_000)
+    full = queue.submit(rows(4, seed=1))
+    assert gate.entered.wait(WAIT)
+    partial = queue.submit(rows(2, seed=2))
+    gate.open()
+
+    assert_same_outputs(partial.result(timeout=5), double(rows(2, seed=2)))
+    full.result(WAIT)
+    queue.close()
+    assert observer.batches == [(4, 4), (2, 2)]

@@ -33,6 +33,8 @@ from ferry.errors import DeadlineExceeded, FerryError, InternalError, InvalidArg
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
+# While waiting for a batch to fill, a pause this long between arrivals ends the wait.
+ARRIVAL_GAP_SECONDS = 0.001
 RunFunction = Callable[[Tensors], Tensors]
 
 
@@ -144,6 +146,8 @@ class BatchQueue:
         self._queue: deque[_Slice] = deque()
         self._queued_rows = 0
         self._running = 0
+        self._last_batch_rows = 0
+        self._last_arrival = 0.0
         self._closed = False
         self._cond = threading.Condition()
         self._completion_lock = threading.Lock()
@@ -186,6 +190,7 @@ class BatchQueue:
                 )
             self._queue.extend(slices)
             self._queued_rows += cost
+            self._last_arrival = request.enqueued_at
             self._cond.notify()
         return request.future
 
@@ -202,6 +207,7 @@ class BatchQueue:
                 if not self._queue:
                     continue  # another worker took the batch while this one waited
                 batch = self._take_batch()
+                self._last_batch_rows = sum(piece.rows for piece in batch)
                 self._running += 1
             try:
                 self._execute(batch)
@@ -210,13 +216,24 @@ class BatchQueue:
                     self._running -= 1
 
     def _wait_for_fill(self) -> None:
-        """While another batch runs, give the queue up to the timeout to fill (lock held)."""
+        """Under load, give the queue up to the timeout to fill a batch (lock held).
+
+        "Under load" means another batch of this queue is running, or the previous
+        batch was at least half full. At light load a request is dispatched at once,
+        so batching costs no latency; under sustained load fuller batches make each
+        model run cheaper per row. The wait also ends when no request arrived for
+        `ARRIVAL_GAP_SECONDS`: then no more are coming soon.
+        """
         timeout = self.config.batch_timeout_micros / 1e6
-        if not (timeout and self._running and self._batchable):
+        if not (timeout and self._batchable):
+            return
+        if not self._running and self._last_batch_rows * 2 < self.config.max_batch_size:
             return
         deadline = self._queue[0].request.enqueued_at + timeout
         while self._queued_rows < self.config.max_batch_size and not self._closed:
-            remaining = deadline - time.monotonic()
+            # Stop early once requests stop arriving: waiting longer would only add latency.
+            until = min(deadline, self._last_arrival + ARRIVAL_GAP_SECONDS)
+            remaining = until - time.monotonic()
             if remaining <= 0 or not self._queue:
                 return
             self._cond.wait(remaining)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ferry.errors import DeadlineExceeded, FerryError
+from ferry.errors import FerryError
 from ferry.manager import ModelManager
 from ferry.metrics import Metrics
+from ferry.result_relay import ResultRelay
 from ferry.served_version import ServedVersion
 
 Tensors = dict[str, np.ndarray]
@@ -43,6 +44,14 @@ class InferenceService:
         self.manager = manager
         self.metrics = metrics
         self.timeout_seconds = timeout_seconds
+        self._relays: dict[asyncio.AbstractEventLoop, ResultRelay] = {}
+
+    def _relay(self) -> ResultRelay:
+        loop = asyncio.get_running_loop()
+        relay = self._relays.get(loop)
+        if relay is None:
+            relay = self._relays[loop] = ResultRelay(loop)
+        return relay
 
     async def predict(
         self,
@@ -73,10 +82,7 @@ class InferenceService:
         try:
             signature_name, inputs = decode(served)
             future = served.queue(signature_name).submit(inputs, started + timeout)
-            try:
-                outputs = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-            except TimeoutError:
-                raise DeadlineExceeded("Timed out waiting for notification") from None
+            outputs = await self._relay().wait(future, timeout)
         except FerryError as exc:
             self.metrics.requests.labels(model, served_version, api, exc.code.name).inc()
             raise

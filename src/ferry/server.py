@@ -26,6 +26,7 @@ from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
 from ferry.protocols.health import health_routes
+from ferry.protocols.http_util import Receive, Scope, Send
 from ferry.protocols.tfserving_rest import TFServingRest
 from ferry.repository.catalog import ModelCatalog
 from ferry.repository.watcher import RepositoryWatcher
@@ -69,7 +70,7 @@ class FerryServer:
     def is_ready(self) -> bool:
         return self.manager.is_ready() and not self._shutting_down.is_set()
 
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> ASGIApp:
         rest = TFServingRest(self.manager, self.inference, self.options.max_request_bytes)
 
         async def prometheus(request: Request) -> Response:
@@ -80,7 +81,7 @@ class FerryServer:
             *health_routes(self.is_ready),
             Route(PROMETHEUS_PATH, prometheus, methods=["GET"]),
         ]
-        return Starlette(routes=routes)
+        return _InferenceFirst(rest, Starlette(routes=routes))
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; returns after a graceful drain."""
@@ -118,6 +119,28 @@ class FerryServer:
     def _stop_models(self) -> None:
         self.watcher.stop()
         self.manager.shutdown()
+
+
+class _InferenceFirst:
+    """The top-level ASGI app: POSTs under /v1/ (inference) go straight to the REST
+    protocol's plain-ASGI handler; everything else goes through Starlette's routing."""
+
+    def __init__(self, rest: TFServingRest, routes: Starlette) -> None:
+        self._rest = rest
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"][:4].lower() == "/v1/"
+        ):
+            await self._rest.handle_post(scope, receive, send)
+        else:
+            await self._routes(scope, receive, send)
+
+
+ASGIApp = _InferenceFirst
 
 
 class _GracefulServer(uvicorn.Server):

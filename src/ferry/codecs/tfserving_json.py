@@ -171,7 +171,8 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], request_format: s
         body = {"predictions": _row_predictions(outputs)}
     else:
         body = {"outputs": _columnar_outputs(outputs)}
-    return dumps(body)
+    finite = all(a.dtype.kind != "f" or np.isfinite(a).all() for a in outputs.values())
+    return dumps(body, may_be_non_finite=not finite)
 
 
 def _row_predictions(outputs: Mapping[str, np.ndarray]) -> Any:
@@ -221,14 +222,17 @@ def _strings_to_list(value: Any, as_b64: bool) -> Any:
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def dumps(body: Any) -> bytes:
+def dumps(body: Any, may_be_non_finite: bool = True) -> bytes:
     """Serialise a response. Non-finite floats are written as NaN/Infinity tokens, as TF
-    Serving does (orjson would write null), through the slower standard library."""
+    Serving does (orjson would write null), through the slower standard library.
+
+    Callers that checked their arrays pass `may_be_non_finite=False` to skip the scan.
+    """
     try:
         encoded = orjson.dumps(body, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:
         return json.dumps(_plain(body)).encode()
-    if b"null" in encoded and _has_non_finite(body):
+    if may_be_non_finite and b"null" in encoded and _has_non_finite(body):
         return json.dumps(_plain(body)).encode()
     return encoded
 

@@ -1,27 +1,60 @@
-"""Small HTTP helpers shared by the REST protocol modules."""
+"""Plain-ASGI helpers for the hot POST paths.
+
+Inference requests skip Starlette's routing and middleware (measured: about a fifth of
+the per-request Python time for small models); these helpers read the body with its
+limit enforced and send a complete response.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from ferry.errors import FerryError
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class RequestTooLarge(FerryError):
     """The request body is over `--max_request_bytes` (HTTP 413)."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class ClientDisconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (`name` in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole body, refusing bodies over `limit` bytes before reading them in full."""
-    declared = request.headers.get("content-length")
+    declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(
-            f"Request body of {declared} bytes is over the limit of {limit} bytes "
+            f"Request body of {int(declared)} bytes is over the limit of {limit} bytes "
             "(--max_request_bytes)"
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body  # the common case: the whole body arrived in one message
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge(
@@ -29,3 +62,19 @@ async def read_body(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra_headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

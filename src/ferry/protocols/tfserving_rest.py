@@ -19,7 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.codecs.tfserving_json import decode_predict_body, encode_predict_response, parse_json
+from ferry.codecs.tfserving_json import (
+    DecodedPredict,
+    decode_predict_body,
+    encode_predict_response,
+    parse_json,
+)
 from ferry.errors import (
     FerryError,
     InternalError,
@@ -30,7 +35,15 @@ from ferry.errors import (
 )
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager, VersionRecord
-from ferry.protocols.http_util import RequestTooLarge, read_body
+from ferry.protocols.http_util import (
+    ClientDisconnected,
+    Receive,
+    RequestTooLarge,
+    Scope,
+    Send,
+    read_body,
+    send_response,
+)
 from ferry.served_version import ServedVersion
 from ferry.tensors import TensorSpec, tf_dtype_name
 
@@ -66,12 +79,22 @@ _JSON = "application/json"
 _PRETTY = orjson.OPT_INDENT_2
 
 
-def error_response(error: FerryError) -> Response:
-    """`{"error": message}` with TF Serving's HTTP status for the error's code."""
+def error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """HTTP status, `{"error": message}` body and extra headers for a failed request."""
     status = 413 if isinstance(error, RequestTooLarge) else _HTTP_STATUS.get(error.code, 500)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    body = orjson.dumps({"error": error.message}, option=_PRETTY)
-    return Response(body, status_code=status, media_type=_JSON, headers=headers)
+    headers = [(b"retry-after", b"1")] if status == 503 else []
+    return status, orjson.dumps({"error": error.message}, option=_PRETTY), headers
+
+
+def error_response(error: FerryError) -> Response:
+    """`error_parts` as a Starlette response (for the GET routes)."""
+    status, body, headers = error_parts(error)
+    return Response(
+        body,
+        status_code=status,
+        media_type=_JSON,
+        headers={k.decode(): v.decode() for k, v in headers},
+    )
 
 
 def _json(body: object) -> Response:
@@ -91,28 +114,47 @@ class TFServingRest:
     def routes(self) -> list[Route]:
         return [
             Route("/v1/models", self.list_models, methods=["GET"]),
-            Route("/v1/{rest:path}", self.dispatch, methods=["GET", "POST"]),
+            Route("/v1/{rest:path}", self.dispatch, methods=["GET"]),
         ]
 
     async def dispatch(self, request: Request) -> Response:
-        path = unquote(request.url.path) if "%" in request.url.path else request.url.path
+        """GET requests under /v1/ (POSTs take the plain-ASGI path, `handle_post`)."""
+        path = request.url.path
         try:
-            if request.method == "POST":
-                match = _POST_PATH.fullmatch(path)
-                if match is not None:
-                    return await self._post(request, match)
-            else:
-                match = _GET_PATH.fullmatch(path)
-                if match is not None:
-                    return self._get(match)
-            raise InvalidArgument(f"Malformed request: {request.method} {request.url.path}")
+            match = _GET_PATH.fullmatch(unquote(path))
+            if match is None or request.method != "GET":
+                raise InvalidArgument(f"Malformed request: {request.method} {path}")
+            return self._get(match)
         except FerryError as exc:
             return error_response(exc)
         except Exception as exc:  # a bug must cost one request, never the server
-            log.exception("unexpected error serving %s %s", request.method, request.url.path)
+            log.exception("unexpected error serving %s %s", request.method, path)
             return error_response(InternalError(f"Internal error: {type(exc).__name__}: {exc}"))
 
-    async def _post(self, request: Request, match: re.Match[str]) -> Response:
+    async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every POST under /v1/: `:predict`, and TF Serving's errors for the rest."""
+        try:
+            status, body, headers = 200, await self._post(scope, receive), []
+        except FerryError as exc:
+            status, body, headers = error_parts(exc)
+        except ClientDisconnected:
+            return
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("unexpected error serving POST %s", scope["path"])
+            status, body, headers = error_parts(
+                InternalError(f"Internal error: {type(exc).__name__}: {exc}")
+            )
+        await send_response(send, status, body, extra_headers=headers)
+
+    async def _post(
+        self,
+        scope: Scope,
+        receive: Receive,
+    ) -> bytes:
+        path = scope["path"]
+        match = _POST_PATH.fullmatch(unquote(path) if "%" in path else path)
+        if match is None:
+            raise InvalidArgument(f"Malformed request: POST {path}")
         method = match["method"].lower()
         if method in ("classify", "regress"):
             raise Unimplemented(
@@ -120,9 +162,9 @@ class TFServingRest:
                 f"{method} for TensorFlow models that have one. Use :predict for this model."
             )
         if method != "predict":
-            raise InvalidArgument(f"Malformed request: POST {request.url.path}")
-        body = parse_json(await read_body(request, self.max_request_bytes))
-        decoded = None
+            raise InvalidArgument(f"Malformed request: POST {path}")
+        body = parse_json(await read_body(scope, receive, self.max_request_bytes))
+        decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
@@ -134,9 +176,7 @@ class TFServingRest:
             "rest", match["model"], version, match["label"], decode
         )
         assert decoded is not None
-        return Response(
-            encode_predict_response(prediction.outputs, decoded.format), media_type=_JSON
-        )
+        return encode_predict_response(prediction.outputs, decoded.format)
 
     def _get(self, match: re.Match[str]) -> Response:
         model, label = match["model"], match["label"]
