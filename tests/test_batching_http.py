@@ -93,3 +93,48 @@ def test_full_queue_answers_503_at_once_and_keeps_serving(
         if r.status_code == 200
     )
     assert server.predict("busy", body).status_code == 200
+
+
+def test_per_model_batching_parameters_override_the_global_ones(
+    model_root: Path, start_server
+) -> None:
+    write_model(slow_model(), model_root / "padded", 1)
+    (model_root / "padded" / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 8 }\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+    )
+    write_model(slow_model(), model_root / "plain", 1)
+    server = start_server(str(model_root))
+    server.wait_version("padded", 1)
+    server.wait_version("plain", 1)
+    body = {"instances": np.ones((3, 512), dtype=np.float32).tolist()}
+    for model in ("padded", "plain"):
+        assert server.predict(model, body).status_code == 200
+    text = server.get("/monitoring/prometheus/metrics").text
+    assert 'ferry_batch_padding_rows_total{model="padded",version="1"} 1.0' in text
+    assert 'ferry_batch_padding_rows_total{model="plain",version="1"} 0.0' in text
+    # Ten rows exceed the per-model max of 8: the request is split, and still answered whole.
+    ten = {"instances": np.ones((10, 512), dtype=np.float32).tolist()}
+    response = server.predict("padded", ten)
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 10
+
+
+def test_batching_can_be_turned_off(model_root: Path, start_server) -> None:
+    write_model(slow_model(), model_root / "slow", 1)
+    server = start_server(str(model_root), "--enable_batching=false")
+    server.wait_version("slow", 1)
+    x = np.ones((1, 512), dtype=np.float32).tolist()
+
+    def call(_: int) -> int:
+        response = requests.post(
+            f"{server.url}/v1/models/slow:predict", json={"instances": x}, timeout=30
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert set(pool.map(call, range(48))) == {200}
+    buckets, batches = histogram(
+        server.get("/monitoring/prometheus/metrics").text, "ferry_batch_size_rows", "slow"
+    )
+    assert batches == 48
+    assert buckets["1.0"] == 48

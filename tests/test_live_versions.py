@@ -235,3 +235,55 @@ def _loads(server: FerryProcess) -> int:
         if line.startswith('ferry_load_latency_seconds_count{model="m"}'):
             return int(float(line.split()[-1]))
     return 0
+
+
+def test_recorded_warmup_requests_run_before_a_version_serves(
+    served: FerryProcess, model_root: Path
+) -> None:
+    """A version whose recorded warm-up request is invalid never serves; a valid one does."""
+    bad = write_model(scale_model(2.0), model_root / "staging", 2)
+    (bad / "assets.extra").mkdir()
+    (bad / "assets.extra" / "warmup_requests.jsonl").write_text('{"instances": [[1.0]]}\n')
+    bad.rename(model_root / "m" / "2")
+    wait_until(
+        lambda: status(served).get("2", {}).get("state") == "END", 10, message="v2 warm-up failure"
+    )
+    assert "warm-up failed" in status(served)["2"]["status"]["error_message"]
+    assert answer(served) == 1.0
+
+    good = write_model(scale_model(3.0), model_root / "staging", 3)
+    (good / "assets.extra").mkdir()
+    (good / "assets.extra" / "warmup_requests.jsonl").write_text(
+        '{"instances": [[1.0, 2.0, 3.0, 4.0]]}\n{"inputs": [[0.0, 0.0, 0.0, 0.0]]}\n'
+    )
+    good.rename(model_root / "m" / "3")
+    served.wait_version("m", 3)
+    assert answer(served) == 3.0
+
+
+def test_config_file_is_reread_when_it_changes(
+    model_root: Path, start_server, tmp_path: Path
+) -> None:
+    write_model(scale_model(1.0), model_root / "a", 1)
+    write_model(scale_model(2.0), model_root / "b", 1)
+    config = tmp_path / "models.config"
+    entry = 'config {{ name: "{0}" base_path: "{1}" }}'
+    config.write_text(f"model_config_list {{ {entry.format('a', model_root / 'a')} }}")
+    server = start_server(
+        "--model_config_file",
+        str(config),
+        "--model_config_file_poll_wait_seconds",
+        "0.2",
+        *FAST_POLL,
+    )
+    server.wait_version("a", 1)
+    assert server.get("/v1/models/b").status_code == 404
+    config.write_text(f"model_config_list {{ {entry.format('b', model_root / 'b')} }}")
+    server.wait_version("b", 1)
+    assert answer(server, "b") == 2.0
+    wait_until(lambda: server.get("/v1/models/a").status_code == 404, 10, message="model a removed")
+    # A broken edit keeps the previous configuration in force.
+    config.write_text("model_config_list { config { nme: 'oops' } }")
+    time.sleep(1.0)
+    assert answer(server, "b") == 2.0
+    assert "not reloaded" in server.log()
