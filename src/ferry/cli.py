@@ -131,7 +131,7 @@ def main() -> None:
 )
 @click.option(
     "--allow_spinning",
-    default=False,
+    default=True,
     show_default=True,
     **_BOOL,
     help="Let idle runtime threads spin-wait (lower latency, more CPU burnt).",

@@ -1,9 +1,10 @@
 """Wires storage, manager, protocols and metrics into one server process.
 
 One asyncio event loop (uvloop) serves HTTP through uvicorn with the httptools
-parser (chosen by measurement: see the README). Model runs happen on the batch
-queues' worker threads, never on the event loop. SIGTERM/SIGINT stop accepting
-connections, finish in-flight requests, unload the models and exit 0.
+parser (chosen by measurement: see the README) and gRPC through grpc.aio, so
+requests of every protocol meet in the same batch queues. Model runs happen on
+the batch queues' worker threads, never on the event loop. SIGTERM/SIGINT stop
+accepting connections, finish in-flight requests, unload the models and exit 0.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -70,7 +72,7 @@ class FerryServer:
     def is_ready(self) -> bool:
         return self.manager.is_ready() and not self._shutting_down.is_set()
 
-    def _build_app(self) -> ASGIApp:
+    def _build_app(self) -> HttpApp:
         rest = TFServingRest(self.manager, self.inference, self.options.max_request_bytes)
 
         async def prometheus(request: Request) -> Response:
@@ -81,7 +83,31 @@ class FerryServer:
             *health_routes(self.is_ready),
             Route(PROMETHEUS_PATH, prometheus, methods=["GET"]),
         ]
-        return _InferenceFirst(rest, Starlette(routes=routes))
+        fast_posts: list[tuple[str, PostHandler]] = [("/v1/", rest.handle_post)]
+        return HttpApp(fast_posts, Starlette(routes=routes))
+
+    def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
+        """The gRPC services of every protocol module (none yet: the gRPC port stays closed)."""
+        return []
+
+    async def _start_grpc(self) -> grpc.aio.Server | None:
+        handlers = self.grpc_handlers()
+        if self.options.grpc_port <= 0 or not handlers:
+            return None
+        limit = self.options.max_request_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        server.add_generic_rpc_handlers(handlers)
+        address = f"{self.options.host}:{self.options.grpc_port}"
+        server.add_insecure_port(address)
+        await server.start()
+        log.info("gRPC APIs on %s", address)
+        return server
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; returns after a graceful drain."""
@@ -94,6 +120,18 @@ class FerryServer:
 
     async def serve(self) -> None:
         self.watcher.start()
+        grpc_server = await self._start_grpc()
+        loop = asyncio.get_running_loop()
+        grpc_stopped: asyncio.Task | None = None
+
+        def on_signal() -> None:
+            nonlocal grpc_stopped
+            self._shutting_down.set()
+            if grpc_server is not None and grpc_stopped is None:
+                # Stop taking RPCs now; those in flight get the drain timeout to finish.
+                grace = self.options.manager.drain_timeout_seconds
+                grpc_stopped = loop.create_task(grpc_server.stop(grace))
+
         config = uvicorn.Config(
             self.app,
             host=self.options.host,
@@ -106,12 +144,14 @@ class FerryServer:
             server_header=False,
             date_header=False,
         )
-        server = _GracefulServer(config, on_signal=self._shutting_down.set)
+        server = _GracefulServer(config, on_signal=lambda: loop.call_soon_threadsafe(on_signal))
         log.info("REST API on http://%s:%d", self.options.host, self.options.rest_api_port)
         try:
             await server.serve()
         finally:
-            self._shutting_down.set()
+            on_signal()
+            if grpc_stopped is not None:
+                await grpc_stopped
             log.info("draining: unloading models")
             await asyncio.to_thread(self._stop_models)
             log.info("stopped")
@@ -121,26 +161,26 @@ class FerryServer:
         self.manager.shutdown()
 
 
-class _InferenceFirst:
-    """The top-level ASGI app: POSTs under /v1/ (inference) go straight to the REST
-    protocol's plain-ASGI handler; everything else goes through Starlette's routing."""
+PostHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-    def __init__(self, rest: TFServingRest, routes: Starlette) -> None:
-        self._rest = rest
+
+class HttpApp:
+    """The top-level ASGI app. POSTs under a registered path prefix (inference) go straight
+    to that protocol's plain-ASGI handler; everything else goes through Starlette's routing.
+    Prefixes match case-insensitively (TF Serving matches `/v1/` so)."""
+
+    def __init__(self, fast_posts: list[tuple[str, PostHandler]], routes: Starlette) -> None:
+        self._fast_posts = [(prefix.lower(), handler) for prefix, handler in fast_posts]
         self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"][:4].lower() == "/v1/"
-        ):
-            await self._rest.handle_post(scope, receive, send)
-        else:
-            await self._routes(scope, receive, send)
-
-
-ASGIApp = _InferenceFirst
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for prefix, handler in self._fast_posts:
+                if path[: len(prefix)].lower() == prefix:
+                    await handler(scope, receive, send)
+                    return
+        await self._routes(scope, receive, send)
 
 
 class _GracefulServer(uvicorn.Server):

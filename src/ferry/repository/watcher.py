@@ -40,7 +40,14 @@ class RepositoryWatcher:
         self.settle_seconds = settle_seconds
         self._confirmed: dict[tuple[str, int], StoredVersion] = {}
         self._source_errors: dict[str, str] = {}
+        self._disabled: set[str] = set()
         self._stop = threading.Event()
+        # Poll requests from APIs (config reload, model load/unload): a counter of finished
+        # polls lets a caller wait for the first poll that started after its change.
+        self._wake = threading.Condition()
+        self._poll_wanted = False
+        self._polling = False
+        self._polls_done = 0
         self._thread = threading.Thread(target=self._loop, name="repository-watcher", daemon=True)
 
     def start(self) -> None:
@@ -48,23 +55,86 @@ class RepositoryWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
         self._thread.join()
+
+    # -- changes requested through the APIs ----------------------------------------------
+
+    def replace_catalog(self, catalog: ModelCatalog, timeout: float | None = None) -> bool:
+        """Serve exactly `catalog`'s models from now on (TF Serving's config reload);
+        returns True once a poll with the new catalog has finished."""
+        with self._wake:
+            self.catalog = catalog
+        return self.poll_now(timeout)
+
+    def set_enabled(self, name: str, enabled: bool, timeout: float | None = None) -> bool:
+        """Unload a configured model until it is enabled again, or load it back (the
+        V2 repository extension's unload/load); True once a poll applied it."""
+        with self._wake:
+            if enabled:
+                self._disabled.discard(name)
+            else:
+                self._disabled.add(name)
+        return self.poll_now(timeout)
+
+    def configured_models(self) -> list[ModelSpec]:
+        """Every model of the catalog, served or disabled."""
+        return self.catalog.current()
+
+    def is_enabled(self, name: str) -> bool:
+        return name not in self._disabled
+
+    def poll_now(self, timeout: float | None = None) -> bool:
+        """Ask for a poll at once and wait until one that started after this call finished."""
+        with self._wake:
+            target = self._polls_done + (2 if self._polling else 1)
+            self._poll_wanted = True
+            self._wake.notify_all()
+            return self._wake.wait_for(
+                lambda: self._polls_done >= target or self._stop.is_set(), timeout
+            )
+
+    # -- the polling loop ----------------------------------------------------------------
 
     def _loop(self) -> None:
         try:
-            self.poll_once()
+            self._poll_counted()
         finally:
             self.manager.initial_sync_done.set()
-        while self.poll_seconds > 0 and not self._stop.wait(self.poll_seconds):
+        while not self._stop.is_set():
+            with self._wake:
+                wait = self.poll_seconds if self.poll_seconds > 0 else None
+                self._wake.wait_for(lambda: self._poll_wanted or self._stop.is_set(), wait)
+                if self._stop.is_set():
+                    return
+                if not self._poll_wanted and self.poll_seconds <= 0:
+                    continue
             try:
-                self.poll_once()
+                self._poll_counted()
             except Exception:  # the watcher must survive anything storage throws at it
                 log.exception("repository poll failed")
+
+    def _poll_counted(self) -> None:
+        with self._wake:
+            self._poll_wanted = False
+            self._polling = True
+        try:
+            self.poll_once()
+        finally:
+            with self._wake:
+                self._polling = False
+                self._polls_done += 1
+                self._wake.notify_all()
 
     def poll_once(self) -> None:
         """Scan every model, wait for new content to settle, and sync the manager."""
         try:
-            specs = {spec.name: spec for spec in self.catalog.current()}
+            specs = {
+                spec.name: spec
+                for spec in self.catalog.current()
+                if spec.name not in self._disabled
+            }
         except Exception as exc:
             log.error("cannot list models: %s", exc)
             return

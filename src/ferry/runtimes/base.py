@@ -29,7 +29,7 @@ class RuntimeOptions:
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    allow_spinning: bool = False
+    allow_spinning: bool = True
 
 
 class Runtime(ABC):
