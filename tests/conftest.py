@@ -24,10 +24,14 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     servers: list[FerryProcess] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, ready: bool = True, cwd: Path | None = None
+        *args: str,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        cwd: Path | None = None,
+        port_env: str | None = None,
     ) -> FerryProcess:
         log_path = tmp_path / f"ferry-{len(servers)}.log"
-        server = FerryProcess(list(args), log_path, env=env, cwd=cwd)
+        server = FerryProcess(list(args), log_path, env=env, cwd=cwd, port_env=port_env)
         servers.append(server)
         return server.wait_ready() if ready else server
 

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,10 +18,17 @@ from ferry.model_config import (
     ModelSpec,
     load_batching_file,
 )
+from ferry.repository.sagemaker_catalog import DEFAULT_MODEL_DIR as DEFAULT_SAGEMAKER_MODEL_DIR
 from ferry.runtimes import RuntimeOptions
+
+if TYPE_CHECKING:
+    from ferry.protocols.sagemaker import SageMakerOptions
+    from ferry.repository.catalog import ModelCatalog
 
 # TF Serving spells booleans `--flag=true|false`; `--flag` alone means true.
 _BOOL = {"type": click.BOOL, "is_flag": False, "flag_value": True}
+# The port SageMaker calls a container on (unless it sets SAGEMAKER_BIND_TO_PORT).
+SAGEMAKER_PORT = 8080
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,7 +71,7 @@ def main() -> None:
     type=int,
     default=8500,
     show_default=True,
-    help="gRPC port (reserved: gRPC APIs are not served yet).",
+    help="gRPC port (TF Serving's PredictionService and ModelService); 0 turns gRPC off.",
 )
 @click.option(
     "--host",
@@ -151,6 +159,21 @@ def main() -> None:
     help="How long an outgoing version may finish its in-flight requests.",
 )
 @click.option(
+    "--sagemaker",
+    is_flag=True,
+    envvar="FERRY_SAGEMAKER",
+    help="SageMaker container mode: GET /ping and POST /invocations on port 8080 "
+    "($SAGEMAKER_BIND_TO_PORT when set), models from --sagemaker_model_dir. "
+    "Env FERRY_SAGEMAKER=true does the same (for an image whose entrypoint is `ferry`).",
+)
+@click.option(
+    "--sagemaker_model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SAGEMAKER_MODEL_DIR,
+    show_default=True,
+    help="Where SageMaker put the model (with --sagemaker).",
+)
+@click.option(
     "--log_level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -176,6 +199,8 @@ def serve(
     allow_spinning: bool,
     enable_model_warmup: bool,
     unload_drain_timeout_seconds: float,
+    sagemaker: bool,
+    sagemaker_model_dir: Path,
     log_level: str,
 ) -> None:
     """Serve models: every model folder under ROOT, one model (--model_name and
@@ -193,8 +218,17 @@ def serve(
     sources = [x for x in (root, model_base_path, model_config_file) if x is not None]
     if len(sources) > 1:
         raise click.UsageError("give only one of ROOT, --model_base_path, --model_config_file")
+    sagemaker_options = None
     try:
-        if model_config_file is not None:
+        if sagemaker:
+            if sources:
+                raise click.UsageError(
+                    "--sagemaker serves --sagemaker_model_dir: give no ROOT, "
+                    "--model_base_path or --model_config_file"
+                )
+            catalog, sagemaker_options = _sagemaker_catalog(sagemaker_model_dir.resolve())
+            rest_api_port = _sagemaker_port(rest_api_port)
+        elif model_config_file is not None:
             catalog = ConfigFileCatalog(model_config_file, model_config_file_poll_wait_seconds)
         elif model_base_path is not None:
             catalog = FixedCatalog(
@@ -230,6 +264,7 @@ def serve(
             enable_warmup=enable_model_warmup,
             drain_timeout_seconds=unload_drain_timeout_seconds,
         ),
+        sagemaker=sagemaker_options,
     )
     FerryServer(catalog, options).run()
     sys.exit(0)
@@ -253,6 +288,39 @@ def examples(root: Path, only: tuple[str, ...], force: bool) -> None:
         click.echo(f"wrote {path}")
     if not written:
         click.echo(f"examples already present under {root} (use --force to rebuild)")
+
+
+def _sagemaker_catalog(model_dir: Path) -> tuple[ModelCatalog, SageMakerOptions]:
+    """The SageMaker model folder's catalog (checked now, so a bad folder fails at
+    start-up as the container does) and the default model from the container's env."""
+    from ferry.protocols.sagemaker import SageMakerOptions
+    from ferry.repository.sagemaker_catalog import (
+        SageMakerModelDirCatalog,
+        models_in_sagemaker_dir,
+    )
+
+    found = models_in_sagemaker_dir(model_dir)
+    if not found:
+        logging.getLogger(__name__).warning(
+            "no model version folders under %s yet: /ping answers 503 until one appears",
+            model_dir,
+        )
+    default_model = os.environ.get("SAGEMAKER_TFS_DEFAULT_MODEL_NAME", "")
+    return SageMakerModelDirCatalog(model_dir), SageMakerOptions(default_model=default_model)
+
+
+def _sagemaker_port(rest_api_port: int) -> int:
+    """SAGEMAKER_BIND_TO_PORT (SageMaker's instruction, so it wins), else an explicit
+    --rest_api_port, else 8080, the port SageMaker calls."""
+    bind_to = os.environ.get("SAGEMAKER_BIND_TO_PORT")
+    if bind_to:
+        if not bind_to.isdigit():
+            raise click.UsageError(f"SAGEMAKER_BIND_TO_PORT is not a port number: {bind_to!r}")
+        return int(bind_to)
+    source = click.get_current_context().get_parameter_source("rest_api_port")
+    if source is click.core.ParameterSource.DEFAULT:
+        return SAGEMAKER_PORT
+    return rest_api_port
 
 
 if __name__ == "__main__":

@@ -85,10 +85,18 @@ class InferenceService:
             outputs = await self._relay().wait(future, timeout)
         except FerryError as exc:
             self.metrics.requests.labels(model, served_version, api, exc.code.name).inc()
+            served.stats.record_request(False, time.monotonic() - started)
+            raise
+        except asyncio.CancelledError:
+            # The client went away (or its gRPC deadline passed first): count it too.
+            self.metrics.requests.labels(model, served_version, api, "CANCELLED").inc()
+            served.stats.record_request(False, time.monotonic() - started)
             raise
         finally:
             served.release()
             in_flight.dec()
+        elapsed = time.monotonic() - started
         self.metrics.requests.labels(model, served_version, api, "OK").inc()
-        self.metrics.request_latency.labels(model, api).observe(time.monotonic() - started)
+        self.metrics.request_latency.labels(model, api).observe(elapsed)
+        served.stats.record_request(True, elapsed)
         return Prediction(model, served.version, signature_name, outputs)

@@ -16,6 +16,7 @@ from ferry.batching import BatchingConfig, BatchObserver, BatchQueue
 from ferry.errors import InvalidArgument, NotFound
 from ferry.repository.source import StoredVersion
 from ferry.runtimes import Runtime
+from ferry.stats import VersionStats
 from ferry.tensors import Signature
 
 
@@ -46,7 +47,9 @@ class ServedVersion:
         self.stored = stored
         self.runtime = runtime
         self.batching = batching
-        self._observer = observer
+        # Per-version statistics (the V2 statistics extension) see every batch first.
+        self.stats = VersionStats(observer)
+        self._observer = self.stats
         self._queues: dict[str, BatchQueue] = {}
         self._holders = 0
         self._accepting = True

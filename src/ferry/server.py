@@ -27,9 +27,13 @@ from starlette.routing import Route
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
-from ferry.protocols.health import health_routes
 from ferry.protocols.http_util import Receive, Scope, Send
+from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
+from ferry.protocols.tfserving_grpc import TFServingGrpc
 from ferry.protocols.tfserving_rest import TFServingRest
+from ferry.protocols.v2_grpc import V2Grpc
+from ferry.protocols.v2_models import V2Models
+from ferry.protocols.v2_rest import V2Rest
 from ferry.repository.catalog import ModelCatalog
 from ferry.repository.watcher import RepositoryWatcher
 
@@ -48,6 +52,8 @@ class ServerOptions:
     max_request_bytes: int = 64 * 1024 * 1024
     rest_api_timeout_in_ms: int = 30_000
     manager: ManagerOptions = field(default_factory=ManagerOptions)
+    # `ferry serve --sagemaker`: add /ping and /invocations (the REST APIs stay served).
+    sagemaker: SageMakerOptions | None = None
 
 
 class FerryServer:
@@ -74,21 +80,42 @@ class FerryServer:
 
     def _build_app(self) -> HttpApp:
         rest = TFServingRest(self.manager, self.inference, self.options.max_request_bytes)
+        v2 = V2Rest(self._v2_models(), self.inference, self.options.max_request_bytes)
 
         async def prometheus(request: Request) -> Response:
             return Response(self.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
         routes = [
             *rest.routes(),
-            *health_routes(self.is_ready),
+            *v2.routes(),
             Route(PROMETHEUS_PATH, prometheus, methods=["GET"]),
         ]
-        fast_posts: list[tuple[str, PostHandler]] = [("/v1/", rest.handle_post)]
+        fast_posts: list[tuple[str, PostHandler]] = [
+            ("/v1/", rest.handle_post),
+            ("/v2/", v2.handle_post),
+        ]
+        if self.options.sagemaker is not None:
+            sagemaker = SageMakerInvocations(
+                self.manager,
+                self.inference,
+                self.options.max_request_bytes,
+                self.options.sagemaker,
+                self.is_ready,
+            )
+            routes.extend(sagemaker.routes())
+            fast_posts.append((INVOCATIONS_PATH, sagemaker.handle_post))
         return HttpApp(fast_posts, Starlette(routes=routes))
 
     def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
-        """The gRPC services of every protocol module (none yet: the gRPC port stays closed)."""
-        return []
+        """The gRPC services of every protocol module, served on `--port`."""
+        return [
+            *TFServingGrpc(self.manager, self.inference, self.watcher).handlers(),
+            *V2Grpc(self._v2_models(), self.inference).handlers(),
+        ]
+
+    def _v2_models(self) -> V2Models:
+        """The V2 model queries (stateless, so REST and gRPC may each have one)."""
+        return V2Models(self.manager, self.watcher, self.is_ready)
 
     async def _start_grpc(self) -> grpc.aio.Server | None:
         handlers = self.grpc_handlers()
@@ -143,6 +170,7 @@ class FerryServer:
             log_config=None,
             server_header=False,
             date_header=False,
+            proxy_headers=False,  # ferry reports no client addresses; saves time per request
         )
         server = _GracefulServer(config, on_signal=lambda: loop.call_soon_threadsafe(on_signal))
         log.info("REST API on http://%s:%d", self.options.host, self.options.rest_api_port)

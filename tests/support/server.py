@@ -47,9 +47,16 @@ class FerryProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        port_env: str | None = None,
     ) -> None:
+        """`port_env`: pass the port in this environment variable instead of as
+        `--rest_api_port` (SageMaker's SAGEMAKER_BIND_TO_PORT)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Every server gets its own gRPC port (the default 8500 would collide), unless the
+        # test chose one with `--port`.
+        self.grpc_port = int(args[args.index("--port") + 1]) if "--port" in args else free_port()
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         command = [
             sys.executable,
@@ -59,10 +66,13 @@ class FerryProcess:
             *args,
             "--host",
             "127.0.0.1",
-            "--rest_api_port",
-            str(self.port),
         ]
-        full_env = {**os.environ, **(env or {})}
+        if "--port" not in args:
+            command += ["--port", str(self.grpc_port)]
+        port_setting = {port_env: str(self.port)} if port_env else {}
+        if not port_env:
+            command += ["--rest_api_port", str(self.port)]
+        full_env = {**os.environ, **(env or {}), **port_setting}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd

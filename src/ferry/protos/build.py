@@ -6,6 +6,7 @@ well-known types the messages use.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,18 +21,22 @@ def proto_files() -> list[Path]:
 def compile_descriptor_set(output: Path) -> None:
     """Run protoc over every `.proto` file under this package, writing `output`."""
     import grpc_tools
-    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
+    # protoc runs in a child process: in a process that has imported TensorFlow (the
+    # compat tests do), TF's bundled protobuf symbols make grpc_tools' in-process
+    # compiler crash with a segmentation fault.
     args = [
-        "protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{PROTO_DIR}",
         f"-I{include}",
         "--include_imports",
         f"--descriptor_set_out={output}",
         *(str(p.relative_to(PROTO_DIR)) for p in proto_files()),
     ]
-    if protoc.main(args) != 0:
+    if subprocess.run(args, check=False).returncode != 0:
         raise RuntimeError("protoc failed")
 
 

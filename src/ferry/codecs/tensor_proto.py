@@ -1,0 +1,202 @@
+"""TensorFlow's TensorProto: the tensor of TF Serving's gRPC API, to numpy and back.
+
+Inputs are accepted in every form TF clients send: raw bytes in `tensor_content`
+(what `tf.make_tensor_proto` writes for numeric arrays) or the typed `*_val` field of
+the dtype, where a single value stands for a tensor filled with it. Outputs are
+written as `tensor_content` (one memory copy, no per-element work), strings as
+`string_val`. Every error is an InvalidArgument that names the tensor, so a client
+learns which of its inputs was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+
+import numpy as np
+from google.protobuf.message import Message
+
+from ferry.errors import InternalError, InvalidArgument
+from ferry.protos import message_class, pool
+from ferry.tensors import STRING_DTYPE, Signature, numpy_dtype, tf_dtype_name
+
+# The `*_val` field that holds values of each dtype ferry serves (TF's choice of field:
+# the small integer types share int_val, DT_HALF travels as bit patterns in half_val).
+_VALUE_FIELD: dict[np.dtype, str] = {
+    np.dtype(np.float32): "float_val",
+    np.dtype(np.float64): "double_val",
+    np.dtype(np.float16): "half_val",
+    np.dtype(np.int8): "int_val",
+    np.dtype(np.int16): "int_val",
+    np.dtype(np.int32): "int_val",
+    np.dtype(np.uint8): "int_val",
+    np.dtype(np.uint16): "int_val",
+    np.dtype(np.int64): "int64_val",
+    np.dtype(np.uint32): "uint32_val",
+    np.dtype(np.uint64): "uint64_val",
+    np.dtype(np.bool_): "bool_val",
+    STRING_DTYPE: "string_val",
+}
+# How each value field's numbers arrive before conversion to the tensor's dtype.
+_FIELD_DTYPE: dict[str, np.dtype] = {
+    "float_val": np.dtype(np.float32),
+    "double_val": np.dtype(np.float64),
+    "half_val": np.dtype(np.int32),
+    "int_val": np.dtype(np.int32),
+    "int64_val": np.dtype(np.int64),
+    "uint32_val": np.dtype(np.uint32),
+    "uint64_val": np.dtype(np.uint64),
+    "bool_val": np.dtype(np.bool_),
+}
+
+
+def tensor_proto_class() -> type[Message]:
+    """`tensorflow.TensorProto` from ferry's private descriptor pool."""
+    return message_class("tensorflow.TensorProto")
+
+
+@cache
+def _enum_names() -> dict[int, str]:
+    enum = pool().FindEnumTypeByName("tensorflow.DataType")
+    return {value.number: value.name for value in enum.values}
+
+
+@cache
+def _enum_numbers() -> dict[str, int]:
+    return {name: number for number, name in _enum_names().items()}
+
+
+def dtype_enum(dtype: np.dtype) -> int:
+    """The `tensorflow.DataType` number of a numpy dtype (0, DT_INVALID, when TF has none)."""
+    return _enum_numbers().get(tf_dtype_name(dtype), 0)
+
+
+def numpy_dtype_of(enum_value: int, name: str) -> np.dtype:
+    """The numpy dtype for a `tensorflow.DataType` number; InvalidArgument naming the tensor
+    when ferry does not serve that type."""
+    tf_name = _enum_names().get(enum_value, f"DataType {enum_value}")
+    if enum_value == 0:
+        raise InvalidArgument(f"Input '{name}': dtype is not set (DT_INVALID)")
+    try:
+        return numpy_dtype(tf_name)
+    except InvalidArgument:
+        raise InvalidArgument(f"Input '{name}' has unsupported data type {tf_name}") from None
+
+
+def decode_tensor(proto: Message, name: str, expected: np.dtype | None = None) -> np.ndarray:
+    """A TensorProto as a numpy array (object array of bytes for DT_STRING).
+
+    `expected` is the signature's dtype: a tensor of another dtype is refused rather than
+    converted, as TF Serving does. The array may be a read-only view of the message's
+    bytes; callers must not write to it.
+    """
+    dtype = numpy_dtype_of(proto.dtype, name)
+    if expected is not None and dtype != expected:
+        raise InvalidArgument(
+            f"Input '{name}' has dtype {tf_dtype_name(dtype)} but the model expects "
+            f"{tf_dtype_name(expected)}"
+        )
+    shape = _shape_of(proto, name)
+    size = int(np.prod(shape, dtype=np.int64))
+    if proto.tensor_content:
+        return _from_content(proto.tensor_content, dtype, shape, size, name)
+    return _from_values(proto, dtype, shape, size, name)
+
+
+def _shape_of(proto: Message, name: str) -> tuple[int, ...]:
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise InvalidArgument(f"Input '{name}': a tensor's shape must be known (unknown_rank)")
+    dims = tuple(dim.size for dim in shape.dim)
+    if any(size < 0 for size in dims):
+        raise InvalidArgument(f"Input '{name}' has a negative dimension in shape {list(dims)}")
+    return dims
+
+
+def _from_content(
+    content: bytes, dtype: np.dtype, shape: tuple[int, ...], size: int, name: str
+) -> np.ndarray:
+    if dtype == STRING_DTYPE:
+        raise InvalidArgument(f"Input '{name}': DT_STRING values must be sent in string_val")
+    expected_bytes = size * dtype.itemsize
+    if len(content) != expected_bytes:
+        raise InvalidArgument(
+            f"Input '{name}': tensor_content has {len(content)} bytes but shape "
+            f"{list(shape)} of {tf_dtype_name(dtype)} needs {expected_bytes}"
+        )
+    # The wire format is little-endian; on a little-endian host this is a zero-copy view.
+    array = np.frombuffer(content, dtype=dtype.newbyteorder("<")).reshape(shape)
+    return array if array.dtype == dtype else array.astype(dtype)
+
+
+def _from_values(
+    proto: Message, dtype: np.dtype, shape: tuple[int, ...], size: int, name: str
+) -> np.ndarray:
+    field = _VALUE_FIELD[dtype]
+    values = getattr(proto, field)
+    count = len(values)
+    if count != size and not (count == 1 and size > 0):
+        raise InvalidArgument(
+            f"Input '{name}': {tf_dtype_name(dtype)} tensor of shape {list(shape)} needs "
+            f"{size} values (or 1 to fill it) in {field} or tensor_content; found {count}"
+        )
+    if dtype == STRING_DTYPE:
+        flat = np.empty(count, dtype=object)
+        flat[:] = list(values)
+    else:
+        flat = _numbers(values, field, dtype, name)
+    if count == 1 and size != 1:
+        return np.full(shape, flat[0], dtype=dtype)
+    return flat.reshape(shape)
+
+
+def _numbers(values, field: str, dtype: np.dtype, name: str) -> np.ndarray:
+    raw = np.array(values, dtype=_FIELD_DTYPE[field])
+    if field == "half_val":
+        # Each int32 holds the 16 bits of one IEEE half-precision value.
+        if raw.size and (raw.min() < 0 or raw.max() > 0xFFFF):
+            raise InvalidArgument(f"Input '{name}': half_val entries must be 16-bit patterns")
+        return raw.astype(np.uint16).view(np.float16)
+    if raw.dtype != dtype and raw.size:
+        limits = np.iinfo(dtype)
+        if raw.min() < limits.min or raw.max() > limits.max:
+            raise InvalidArgument(
+                f"Input '{name}': a value in {field} is out of range for {tf_dtype_name(dtype)}"
+            )
+    return raw.astype(dtype, copy=False)
+
+
+def decode_inputs(tensors: Mapping[str, Message], signature: Signature) -> dict[str, np.ndarray]:
+    """Decode a request's input map against a signature and check it (names, dtypes, shapes)."""
+    inputs = {}
+    for name, proto in tensors.items():
+        spec = signature.inputs.get(name)
+        if spec is None:
+            raise InvalidArgument(
+                f"Unknown input(s) ['{name}']; the model expects {sorted(signature.inputs)}"
+            )
+        inputs[name] = decode_tensor(proto, name, spec.dtype)
+    signature.check_inputs(inputs)
+    return inputs
+
+
+def encode_tensor(array: np.ndarray, name: str, into: Message | None = None) -> Message:
+    """Write `array` into a TensorProto (`into`, or a new one): numbers as tensor_content,
+    strings as string_val. Raises InternalError for a dtype TF has no type for."""
+    proto = into if into is not None else tensor_proto_class()()
+    array = np.asarray(array)
+    is_text = array.dtype == STRING_DTYPE or array.dtype.kind in "SU"
+    enum_value = _enum_numbers()["DT_STRING"] if is_text else dtype_enum(array.dtype)
+    if enum_value == 0:
+        raise InternalError(f"Output '{name}' has dtype {array.dtype}, which TF cannot carry")
+    proto.dtype = enum_value
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if is_text:
+        proto.string_val.extend(
+            item.encode() if isinstance(item, str) else bytes(item) for item in array.reshape(-1)
+        )
+    else:
+        little = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
+        proto.tensor_content = little.tobytes()
+    return proto

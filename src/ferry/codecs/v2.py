@@ -1,0 +1,405 @@
+"""The Open Inference Protocol ("KServe V2") tensor codec: JSON and binary <-> numpy.
+
+Shared by the REST and gRPC transports. A V2 tensor names its own datatype and shape,
+so wire data becomes arrays without knowing the model; `check_against` then refuses a
+tensor whose datatype differs from the model's (V2 clients say what they send, and
+silently converting FP64 into an FP32 input would hide client bugs, as Triton refuses it).
+
+Binary layout (Triton's binary tensor data extension, also gRPC's raw contents):
+little-endian, row-major, native element size; BOOL one byte per element; BYTES each
+element as a 4-byte little-endian length followed by its bytes.
+
+REST bodies: a JSON header, optionally followed by the binary chunks of the inputs that
+carry a `binary_data_size` parameter, in input order; `Inference-Header-Content-Length`
+tells where the JSON ends. Every failure raises InvalidArgument naming the tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from ferry.errors import InvalidArgument
+from ferry.tensors import STRING_DTYPE, Signature, TensorSpec
+
+Tensors = dict[str, np.ndarray]
+
+_NUMPY_BY_DATATYPE: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": STRING_DTYPE,
+}
+_DATATYPE_BY_NUMPY = {dtype: name for name, dtype in _NUMPY_BY_DATATYPE.items()}
+# Triton's model-configuration names (model_config.proto DataType): BYTES is TYPE_STRING.
+_CONFIG_TYPE_BY_DATATYPE = {
+    name: ("TYPE_STRING" if name == "BYTES" else f"TYPE_{name}") for name in _NUMPY_BY_DATATYPE
+}
+_LENGTH = struct.Struct("<I")
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """The V2 datatype name of a numpy dtype ("FP32" for float32)."""
+    try:
+        return _DATATYPE_BY_NUMPY[np.dtype(dtype)]
+    except KeyError:
+        raise InvalidArgument(f"Data type {np.dtype(dtype)} has no V2 datatype") from None
+
+
+def config_datatype(dtype: np.dtype) -> str:
+    """Triton's model-configuration name of a numpy dtype ("TYPE_FP32")."""
+    return _CONFIG_TYPE_BY_DATATYPE[v2_datatype(dtype)]
+
+
+def numpy_dtype(datatype: str, name: str = "") -> np.dtype:
+    """The numpy dtype of a V2 datatype name; InvalidArgument for unknown names."""
+    try:
+        return _NUMPY_BY_DATATYPE[datatype]
+    except KeyError:
+        where = f" of tensor '{name}'" if name else ""
+        raise InvalidArgument(
+            f"Unsupported datatype '{datatype}'{where}; expected one of "
+            f"{', '.join(_NUMPY_BY_DATATYPE)}"
+        ) from None
+
+
+def checked_shape(shape: object, name: str) -> tuple[int, ...]:
+    """A request shape as a tuple of non-negative ints."""
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidArgument(
+            f"Input '{name}' needs a 'shape' of non-negative integers; got {shape!r}"
+        )
+    return tuple(shape)
+
+
+# -- arrays from wire data -------------------------------------------------------------
+
+
+def array_from_values(
+    name: str, datatype: str, shape: tuple[int, ...], values: object
+) -> np.ndarray:
+    """A tensor from JSON `data` (nested or flat) or gRPC typed contents, in `shape`."""
+    dtype = numpy_dtype(datatype, name)
+    count = math.prod(shape)
+    if dtype == STRING_DTYPE:
+        flat = _flatten_strings(values, name)
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+    else:
+        try:
+            raw = np.asarray(values)
+        except ValueError as exc:
+            raise InvalidArgument(f"Input '{name}' data is ragged or malformed: {exc}") from None
+        kind = raw.dtype.kind
+        if kind in "OUS" and raw.size:
+            raise InvalidArgument(
+                f"Input '{name}' data must hold {datatype} numbers; found strings or mixed values"
+            )
+        if dtype.kind == "b" and raw.size and kind != "b":
+            raise InvalidArgument(f"Input '{name}' data must hold true/false values (BOOL)")
+        if dtype.kind in "iu" and kind == "f" and raw.size and not np.all(raw == np.floor(raw)):
+            raise InvalidArgument(
+                f"Input '{name}' data holds non-integer numbers but its datatype is {datatype}"
+            )
+        try:
+            array = raw.astype(dtype, copy=False).reshape(-1)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidArgument(f"Input '{name}' data does not fit {datatype}: {exc}") from None
+    if array.size != count:
+        raise InvalidArgument(
+            f"Input '{name}' has {array.size} elements in 'data' but shape {list(shape)} "
+            f"needs {count}"
+        )
+    return array.reshape(shape)
+
+
+def _flatten_strings(values: object, name: str) -> list[bytes]:
+    out: list[bytes] = []
+    stack = [values]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(reversed(item))
+        elif isinstance(item, str):
+            out.append(item.encode())
+        elif isinstance(item, bytes):
+            out.append(item)
+        else:
+            raise InvalidArgument(
+                f"Input '{name}' is BYTES, so its data must hold strings; "
+                f"found {type(item).__name__}"
+            )
+    return out
+
+
+def array_from_raw(
+    name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview
+) -> np.ndarray:
+    """A tensor from its binary form (REST binary extension or gRPC raw contents)."""
+    dtype = numpy_dtype(datatype, name)
+    count = math.prod(shape)
+    if dtype == STRING_DTYPE:
+        return _bytes_elements(name, buffer, count).reshape(shape)
+    expected = count * dtype.itemsize
+    if len(buffer) != expected:
+        raise InvalidArgument(
+            f"Input '{name}' has {len(buffer)} bytes of binary data but shape {list(shape)} "
+            f"of {datatype} needs {expected}"
+        )
+    if dtype.kind == "b":
+        # One byte per element; any non-zero byte is true.
+        return np.frombuffer(buffer, dtype=np.uint8).astype(np.bool_).reshape(shape)
+    return (
+        np.frombuffer(buffer, dtype=dtype.newbyteorder("<"))
+        .astype(dtype, copy=False)
+        .reshape(shape)
+    )
+
+
+def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray:
+    view = memoryview(buffer)
+    out = np.empty(count, dtype=object)
+    offset, size = 0, len(view)
+    for index in range(count):
+        if offset + 4 > size:
+            raise InvalidArgument(
+                f"Input '{name}' binary BYTES data ends after {index} of {count} elements"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > size:
+            raise InvalidArgument(
+                f"Input '{name}' binary BYTES element {index} claims {length} bytes but only "
+                f"{size - offset} remain"
+            )
+        out[index] = bytes(view[offset : offset + length])
+        offset += length
+    if offset != size:
+        raise InvalidArgument(
+            f"Input '{name}' has {size - offset} bytes of binary data beyond its {count} elements"
+        )
+    return out
+
+
+def raw_bytes(array: np.ndarray) -> bytes:
+    """The binary form of a tensor (see the module docstring)."""
+    if array.dtype == STRING_DTYPE:
+        parts = []
+        for item in array.reshape(-1):
+            data = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(_LENGTH.pack(len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8).tobytes()
+    little = array.dtype.newbyteorder("<")
+    return np.ascontiguousarray(array, dtype=little).tobytes()
+
+
+def check_against(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Refuse inputs whose names, datatypes or shapes do not fit the model."""
+    for name, array in inputs.items():
+        spec = signature.inputs.get(name)
+        if spec is not None and spec.dtype != array.dtype:
+            raise InvalidArgument(
+                f"Input '{name}' has datatype {v2_datatype(array.dtype)} but the model expects "
+                f"{_datatype_or_name(spec)}"
+            )
+    signature.check_inputs(inputs)
+
+
+def check_outputs(signature: Signature, names: Iterable[str]) -> None:
+    """Refuse requested outputs the model does not have."""
+    unknown = sorted(n for n in names if n not in signature.outputs)
+    if unknown:
+        raise InvalidArgument(
+            f"Unknown output(s) {unknown}; the model has {sorted(signature.outputs)}"
+        )
+
+
+def _datatype_or_name(spec: TensorSpec) -> str:
+    try:
+        return v2_datatype(spec.dtype)
+    except InvalidArgument:
+        return str(spec.dtype)
+
+
+def tensor_metadata(spec: TensorSpec) -> dict:
+    """`$metadata_tensor`: name, datatype and shape with -1 for dynamic dimensions."""
+    return {
+        "name": spec.name,
+        "datatype": _datatype_or_name(spec),
+        "shape": list(spec.shape) if spec.shape is not None else [-1],
+    }
+
+
+# -- REST bodies ------------------------------------------------------------------------
+
+
+@dataclass
+class RestInferRequest:
+    """A decoded REST inference request: arrays by input name plus what the answer needs."""
+
+    inputs: Tensors
+    id: str | None = None
+    # Requested output names with whether each is wanted binary; None = all outputs.
+    outputs: dict[str, bool] | None = None
+    binary_output_default: bool = False
+    timeout_seconds: float | None = None
+    parameters: dict = field(default_factory=dict)
+
+
+def decode_rest_request(body: bytes, header_length: int | None) -> RestInferRequest:
+    """Split a REST body into its JSON header and binary chunks and decode the inputs."""
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidArgument(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes"
+            )
+        header, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        header, binary = body, memoryview(b"")
+    try:
+        request = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise InvalidArgument("The request body must be a JSON object")
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidArgument("The request needs a non-empty 'inputs' list")
+    inputs: Tensors = {}
+    offset = 0
+    for item in raw_inputs:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidArgument("Each entry of 'inputs' needs a 'name'")
+        name = item["name"]
+        if name in inputs:
+            raise InvalidArgument(f"Input '{name}' is given twice")
+        datatype = item.get("datatype")
+        if not isinstance(datatype, str):
+            raise InvalidArgument(f"Input '{name}' needs a 'datatype'")
+        shape = checked_shape(item.get("shape"), name)
+        parameters = _parameters(item, f"input '{name}'")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidArgument(f"Input '{name}' binary_data_size must be an integer >= 0")
+            if offset + size > len(binary):
+                raise InvalidArgument(
+                    f"Input '{name}' binary_data_size {size} goes past the end of the binary "
+                    f"data ({len(binary) - offset} bytes left)"
+                )
+            inputs[name] = array_from_raw(name, datatype, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in item:
+            inputs[name] = array_from_values(name, datatype, shape, item["data"])
+        else:
+            raise InvalidArgument(f"Input '{name}' has neither 'data' nor binary_data_size")
+    if offset != len(binary):
+        raise InvalidArgument(
+            f"The binary data has {len(binary)} bytes but the inputs' binary_data_size "
+            f"add up to {offset}"
+        )
+    parameters = _parameters(request, "the request")
+    decoded = RestInferRequest(inputs, parameters=parameters)
+    request_id = request.get("id")
+    if request_id is not None:
+        if not isinstance(request_id, str):
+            raise InvalidArgument("'id' must be a string")
+        decoded.id = request_id
+    decoded.binary_output_default = parameters.get("binary_data_output") is True
+    timeout = parameters.get("timeout")
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
+        decoded.timeout_seconds = timeout / 1e6  # microseconds (Triton's schedule policy)
+    raw_outputs = request.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidArgument("'outputs' must be a list")
+        decoded.outputs = {}
+        for item in raw_outputs:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InvalidArgument("Each entry of 'outputs' needs a 'name'")
+            out_params = _parameters(item, f"output '{item['name']}'")
+            binary_flag = out_params.get("binary_data", decoded.binary_output_default)
+            decoded.outputs[item["name"]] = binary_flag is True
+    return decoded
+
+
+def _parameters(item: dict, where: str) -> dict:
+    parameters = item.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidArgument(f"'parameters' of {where} must be an object")
+    return parameters
+
+
+def encode_rest_response(
+    model: str,
+    version: int,
+    outputs: Tensors,
+    request: RestInferRequest,
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length."""
+    wanted = (
+        request.outputs
+        if request.outputs is not None
+        else dict.fromkeys(outputs, request.binary_output_default)
+    )
+    entries = []
+    chunks: list[bytes] = []
+    for name, binary in wanted.items():
+        array = outputs[name]
+        entry: dict = {
+            "name": name,
+            "datatype": v2_datatype(array.dtype),
+            "shape": list(array.shape),
+        }
+        if binary:
+            chunk = raw_bytes(array)
+            entry["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        else:
+            entry["data"] = _json_values(name, array)
+        entries.append(entry)
+    response: dict = {"model_name": model, "model_version": str(version)}
+    if request.id is not None:
+        response["id"] = request.id
+    response["outputs"] = entries
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def _json_values(name: str, array: np.ndarray) -> object:
+    """Flat row-major values; BYTES as UTF-8 strings (binary form carries any bytes)."""
+    flat = array.reshape(-1)
+    if array.dtype == STRING_DTYPE:
+        try:
+            return [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+        except UnicodeDecodeError:
+            raise InvalidArgument(
+                f"Output '{name}' holds bytes that are not UTF-8 text; request it with "
+                "binary_data: true"
+            ) from None
+    if array.dtype == np.float16:
+        flat = flat.astype(np.float32)
+    # orjson writes arrays natively (C-contiguous only); JSON has no NaN, so NaN is null.
+    return np.ascontiguousarray(flat)

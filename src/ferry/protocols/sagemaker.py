@@ -1,0 +1,244 @@
+"""The SageMaker container contract, answered as the SageMaker TensorFlow Serving
+container answers it.
+
+  GET  /ping         200 (empty body) when every model serves a version, else 503
+  POST /invocations  one prediction; the payload's Content-Type says how to read it
+                     (application/json, application/jsonlines, text/csv: see
+                     `ferry.codecs.sagemaker_payload`), Accept how to answer
+
+Which model, version and method: the `X-Amzn-SageMaker-Custom-Attributes` header's
+`tfs-model-name`, `tfs-model-version` and `tfs-method` keys (comma-separated `key=value`
+pairs, other keys ignored). Without `tfs-model-name` the default model answers:
+`SAGEMAKER_TFS_DEFAULT_MODEL_NAME` when set, else the first model by name (the
+container takes the first it finds on disk, an order it does not define). Without
+`tfs-model-version` the newest version answers.
+
+Responses are TF Serving's `:predict` JSON; `Accept: application/jsonlines` gets the
+same JSON on one line with that content type, as from the container. Errors are TF
+Serving's `{"error": "..."}` with its status codes, plus 415 for an unsupported
+Content-Type.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON_LINES, JSONS, to_predict_body
+from ferry.codecs.tfserving_json import DecodedPredict, decode_predict_body, encode_predict_response
+from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound, Unimplemented
+from ferry.inference import InferenceService
+from ferry.manager import ModelManager
+from ferry.protocols.http_util import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_response,
+)
+from ferry.protocols.tfserving_rest import error_parts
+from ferry.served_version import ServedVersion
+
+log = logging.getLogger(__name__)
+
+INVOCATIONS_PATH = "/invocations"
+PING_PATH = "/ping"
+CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
+# The container's pattern for one attribute; anything between matches is ignored.
+_ATTRIBUTE = re.compile(r"tfs-[a-z\-]+=[^,]+")
+
+
+@dataclass(frozen=True)
+class SageMakerOptions:
+    """`ferry serve --sagemaker` settings beyond the model folder (which is the catalog's)."""
+
+    # The model that answers requests without `tfs-model-name` (empty: the first by name).
+    default_model: str = ""
+
+
+class UnsupportedMediaType(FerryError):
+    """The request's Content-Type is none that /invocations reads (HTTP 415)."""
+
+    code = InvalidArgument.code
+
+
+class _PathNotFound(FerryError):
+    """A POST to a path that only starts with /invocations (HTTP 404, as nginx answers)."""
+
+    code = NotFound.code
+
+
+class SageMakerInvocations:
+    """/ping and /invocations over one manager and inference service."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        inference: InferenceService,
+        max_request_bytes: int,
+        options: SageMakerOptions,
+        server_ready: Callable[[], bool],
+    ) -> None:
+        self.manager = manager
+        self.inference = inference
+        self.max_request_bytes = max_request_bytes
+        self.options = options
+        self._server_ready = server_ready
+
+    def routes(self) -> list[Route]:
+        return [Route(PING_PATH, self.ping, methods=["GET"])]
+
+    def is_healthy(self) -> bool:
+        """Ready for traffic: the first scan is loaded, the server is not draining, and
+        every model found (at least one) serves a version.
+
+        Stricter than "the default model is AVAILABLE" (the container's check) because
+        the container's TF Serving exits at start-up when any model fails to load, so a
+        model that cannot serve keeps that endpoint out of service too; SageMaker then
+        never routes traffic to an instance with a broken model.
+        """
+        if not self._server_ready():
+            return False
+        names = self.manager.model_names()
+        if not names:
+            return False
+        for name in names:
+            try:
+                self.manager.acquire(name).release()
+            except FerryError:
+                return False
+        return True
+
+    async def ping(self, request: Request) -> Response:
+        return Response(b"", status_code=200 if self.is_healthy() else 503)
+
+    async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /invocations (registered as a fast-path prefix, so other paths that
+        merely start with it are answered 404 here)."""
+        content_type, headers = b"application/json", []
+        try:
+            status = 200
+            body, content_type = await self._invoke(scope, receive)
+        except FerryError as exc:
+            status, body, headers = self._error_parts(exc)
+        except ClientDisconnected:
+            return
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("unexpected error serving POST %s", scope["path"])
+            status, body, headers = error_parts(
+                InternalError(f"Internal error: {type(exc).__name__}: {exc}")
+            )
+        await send_response(send, status, body, content_type, extra_headers=headers)
+
+    @staticmethod
+    def _error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if isinstance(error, _PathNotFound):
+            return 404, orjson.dumps({"error": "Not Found"}), []
+        if isinstance(error, UnsupportedMediaType):
+            return 415, orjson.dumps({"error": error.message}), []
+        return error_parts(error)
+
+    async def _invoke(self, scope: Scope, receive: Receive) -> tuple[bytes, bytes]:
+        if scope["path"] != INVOCATIONS_PATH:
+            raise _PathNotFound("Not Found")
+        content_type = media_type(header(scope, b"content-type"))
+        if content_type not in CONTENT_TYPES:
+            shown = (header(scope, b"content-type") or b"Unknown").decode("latin-1")
+            raise UnsupportedMediaType(f"Unsupported Media Type: {shown}")
+        attributes = custom_attributes(header(scope, CUSTOM_ATTRIBUTES))
+        model = attributes.get("tfs-model-name") or self._default_model()
+        version = _version(attributes.get("tfs-model-version"))
+        _check_method(attributes.get("tfs-method", "predict"))
+        request = to_predict_body(
+            await read_body(scope, receive, self.max_request_bytes), content_type
+        )
+        decoded: DecodedPredict | None = None
+
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            nonlocal decoded
+            decoded = decode_predict_body(request, served.signatures)
+            return decoded.signature_name, decoded.inputs
+
+        prediction = await self.inference.predict("sagemaker", model, version, None, decode)
+        assert decoded is not None
+        body = encode_predict_response(prediction.outputs, decoded.format)
+        lines_type = jsonlines_accepted(header(scope, b"accept"))
+        if lines_type is None:
+            return body, b"application/json"
+        # The container answers JSON lines with the same JSON, its newlines removed.
+        return body.replace(b"\n", b""), lines_type.encode()
+
+    def _default_model(self) -> str:
+        if self.options.default_model:
+            return self.options.default_model
+        names = self.manager.model_names()
+        if not names:
+            raise NotFound("Servable not found for request: no models are being served")
+        return names[0]
+
+
+def media_type(value: bytes | None) -> str:
+    """The bare, lower-case media type of a Content-Type header (parameters dropped).
+
+    The container compares the whole header, so `application/json; charset=utf-8` gets
+    415 there; ferry accepts it, since the parameters change nothing it reads.
+    """
+    if not value:
+        return ""
+    return value.decode("latin-1").split(";", 1)[0].strip().lower()
+
+
+def jsonlines_accepted(accept: bytes | None) -> str | None:
+    """The JSON lines media type the Accept header asks for, if it asks for one."""
+    if not accept:
+        return None
+    for item in accept.decode("latin-1").split(","):
+        kind = item.split(";", 1)[0].strip().lower()
+        if kind in (JSON_LINES, JSONS):
+            return kind
+    return None
+
+
+def custom_attributes(value: bytes | None) -> dict[str, str]:
+    """The `tfs-*` keys of `X-Amzn-SageMaker-Custom-Attributes`, found as the container
+    finds them: every `tfs-name=value` up to the next comma; malformed pairs ignored."""
+    if not value:
+        return {}
+    attributes: dict[str, str] = {}
+    for match in _ATTRIBUTE.findall(value.decode("latin-1")):
+        parts = match.split("=")
+        if len(parts) == 2 and parts[1].strip():
+            attributes[parts[0]] = parts[1].strip()
+    return attributes
+
+
+def _version(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidArgument(f"tfs-model-version must be a version number, not {value!r}")
+    return int(value)
+
+
+def _check_method(method: str) -> None:
+    """`predict` runs; classify and regress fail as TF Serving's REST API fails them for
+    models without such signatures; anything else is malformed, as TF Serving says."""
+    if method == "predict":
+        return
+    if method in ("classify", "regress"):
+        raise Unimplemented(
+            f"tfs-method={method} needs a model with a {method} signature; ferry serves "
+            f"{method} for TensorFlow models that have one. Use tfs-method=predict."
+        )
+    raise InvalidArgument(
+        f"Malformed request: tfs-method={method} (expected predict, classify or regress)"
+    )

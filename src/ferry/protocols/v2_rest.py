@@ -1,0 +1,217 @@
+"""The Open Inference Protocol ("KServe V2") over HTTP, with Triton's extensions.
+
+Paths (case-sensitive, as in the protocol):
+  GET  /v2                                          server metadata and extensions
+  GET  /v2/health/live, /v2/health/ready            liveness, readiness (status only)
+  GET  /v2/models/{m}[/versions/{v}]                model metadata
+  GET  /v2/models/{m}[/versions/{v}]/ready          model readiness (200 or 400)
+  GET  /v2/models/{m}[/versions/{v}]/config         Triton model configuration
+  GET  /v2/models[/{m}[/versions/{v}]]/stats        Triton statistics
+  POST /v2/models/{m}[/versions/{v}]/infer          inference (JSON and binary tensors)
+  POST /v2/repository/index                         model repository index
+  POST /v2/repository/models/{m}/load | /unload     load or unload a model
+Errors are `{"error": "..."}` with the HTTP status of the error's code.
+
+POSTs take the plain-ASGI path (`handle_post`), like TF Serving's predict; GETs go
+through Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import unquote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ferry.codecs.v2 import (
+    check_against,
+    check_outputs,
+    decode_rest_request,
+    encode_rest_response,
+)
+from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound
+from ferry.inference import InferenceService
+from ferry.protocols.http_util import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_response,
+)
+from ferry.protocols.tfserving_rest import error_parts, error_response
+from ferry.protocols.v2_models import V2Models, signature_name_of, signature_of
+from ferry.served_version import ServedVersion
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/v2/"
+_MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>\d+))?"
+_INFER_PATH = re.compile(rf"{_MODEL}/infer")
+_GET_PATH = re.compile(rf"{_MODEL}(?P<what>/ready|/config|/stats)?")
+_REPOSITORY_PATH = re.compile(r"/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)")
+_HEADER_LENGTH = b"inference-header-content-length"
+_JSON = "application/json"
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+def _version(match: re.Match[str]) -> int | None:
+    return int(match["version"]) if match["version"] else None
+
+
+class V2Rest:
+    """Route handlers for the V2 REST API over one inference service."""
+
+    def __init__(
+        self,
+        models: V2Models,
+        inference: InferenceService,
+        max_request_bytes: int,
+    ) -> None:
+        self.models = models
+        self.inference = inference
+        self.max_request_bytes = max_request_bytes
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/v2/models/stats", self.all_stats, methods=["GET"]),
+            Route("/v2/models/{rest:path}", self.model_get, methods=["GET"]),
+        ]
+
+    # -- GET --------------------------------------------------------------------------------
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json(self.models.server_metadata())
+
+    async def live(self, request: Request) -> Response:
+        return Response(b"", status_code=200)
+
+    async def ready(self, request: Request) -> Response:
+        """200 once the first repository scan is loaded and until shutdown starts, so a
+        rolling update sends no traffic to a server still loading or already draining."""
+        return Response(b"", status_code=200 if self.models.is_ready() else 503)
+
+    async def all_stats(self, request: Request) -> Response:
+        return _json(self.models.statistics(None, None))
+
+    async def model_get(self, request: Request) -> Response:
+        path = unquote(request.url.path)
+        try:
+            match = _GET_PATH.fullmatch(path)
+            if match is None:
+                raise NotFound(f"Not found: GET {path}")
+            model, version, what = match["model"], _version(match), match["what"]
+            if what == "/ready":
+                ready = self.models.model_ready(model, version)
+                return Response(b"", status_code=200 if ready else 400)
+            if what == "/config":
+                return _json(self.models.model_config(model, version))
+            if what == "/stats":
+                return _json(self.models.statistics(model, version))
+            return _json(self.models.model_metadata(model, version))
+        except FerryError as exc:
+            return error_response(exc)
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("unexpected error serving GET %s", path)
+            return error_response(InternalError(f"Internal error: {type(exc).__name__}: {exc}"))
+
+    # -- POST (plain ASGI) --------------------------------------------------------------------
+
+    async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every POST under /v2/: inference and the repository extension."""
+        path = scope["path"]
+        if "%" in path:
+            path = unquote(path)
+        content_type = b"application/json"
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            match = _INFER_PATH.fullmatch(path)
+            if match is not None:
+                body, header_length = await self._infer(scope, receive, match)
+                status = 200
+                if header_length is not None:
+                    content_type = b"application/octet-stream"
+                    extra.append((_HEADER_LENGTH, str(header_length).encode()))
+            else:
+                status, body = 200, await self._repository(scope, receive, path)
+        except FerryError as exc:
+            status, body, extra = error_parts(exc)
+            content_type = b"application/json"
+        except ClientDisconnected:
+            return
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("unexpected error serving POST %s", path)
+            status, body, extra = error_parts(
+                InternalError(f"Internal error: {type(exc).__name__}: {exc}")
+            )
+            content_type = b"application/json"
+        await send_response(send, status, body, content_type, extra)
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, match: re.Match[str]
+    ) -> tuple[bytes, int | None]:
+        body = await read_body(scope, receive, self.max_request_bytes)
+        raw_length = header(scope, _HEADER_LENGTH)
+        header_length = None
+        if raw_length is not None:
+            if not raw_length.strip().isdigit():
+                raise InvalidArgument("Inference-Header-Content-Length must be a byte count")
+            header_length = int(raw_length)
+        request = decode_rest_request(body, header_length)
+
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            signature = signature_of(served)
+            check_against(signature, request.inputs)
+            if request.outputs is not None:
+                check_outputs(signature, request.outputs)
+            return signature_name_of(served), request.inputs
+
+        prediction = await self.inference.predict(
+            "v2_rest",
+            match["model"],
+            _version(match),
+            None,
+            decode,
+            request.timeout_seconds,
+        )
+        return encode_rest_response(
+            prediction.model, prediction.version, prediction.outputs, request
+        )
+
+    async def _repository(self, scope: Scope, receive: Receive, path: str) -> bytes:
+        body = await read_body(scope, receive, self.max_request_bytes)
+        options = _json_object(body)
+        if path == "/v2/repository/index":
+            ready = options.get("ready") is True
+            return orjson.dumps(self.models.repository_index(ready))
+        match = _REPOSITORY_PATH.fullmatch(path)
+        if match is None:
+            raise NotFound(f"Not found: POST {path}")
+        if match["action"] == "load":
+            await self.models.load(match["model"])
+        else:
+            await self.models.unload(match["model"])
+        return b""
+
+
+def _json_object(body: bytes) -> dict:
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("The request body must be a JSON object")
+    return value
