@@ -26,6 +26,9 @@ test: $(BIN)/ferry
 bench: $(BIN)/ferry
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
+	@command -v h2load >/dev/null || (echo "installing h2load (Debian package nghttp2-client)"; \
+		apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
+		sudo apt-get install -y -qq nghttp2-client)
 	$(BIN)/python benchmarks/run.py
 
 lint: $(BIN)/ferry

@@ -6,8 +6,8 @@ batch-64 figure says how much of the machine ferry's serving path leaves to the 
 the batch-1 figure is the compute floor under any per-request latency.
 
 The session is built with exactly the SessionOptions choices of
-``ferry.runtimes.onnx.OnnxRuntime.load`` (intra/inter-op threads, spinning off unless
-asked for), so the ceiling and ferry differ only in the serving path.
+``ferry.runtimes.onnx.OnnxRuntime.load`` (intra/inter-op threads, spinning as ferry
+is told, on by default), so the ceiling and ferry differ only in the serving path.
 """
 
 from __future__ import annotations

@@ -15,25 +15,50 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from ceiling import CeilingResult
-from loadgen import WrkResult, wrk_version
+from loadgen import LoadResult, h2load_version, wrk_version
+
+PROTOCOL_LABELS = {"rest": "TF REST JSON", "grpc": "TF gRPC", "v2bin": "V2 REST binary"}
 
 
 @dataclass
 class HttpResult:
-    """One (model, server, connections) measurement, or why it is missing.
+    """One (model, server, protocol, clients) measurement, or why it is missing.
 
-    `server_cores` and `other_cores` are average cores busy during the measured window:
-    the server process itself, and everything on the machine that is neither the
-    server nor wrk (other servers idling, other people's jobs: noise)."""
+    `connections` is the number of concurrent clients: wrk connections, or h2load
+    connections x streams per connection. `server_cores` and `other_cores` are average
+    cores busy during the measured window: the server process itself, and everything
+    on the machine that is neither the server nor the load generator (other servers
+    idling, other people's jobs: noise). `server_errors` are ferry's own request
+    outcomes other than OK in the window (the only place a failed gRPC call shows);
+    `unconfirmed` are responses the load generator received beyond ferry's OK count (a
+    failure that never reached ferry's metrics, such as an unparseable request);
+    `cancelled` are requests the load generator abandoned when its time was up."""
 
     model: str
     server: str
     connections: int
-    wrk: WrkResult | None = None
+    protocol: str = "rest"
+    load: LoadResult | None = None
     failure: str | None = None
     server_cores: float | None = None
     other_cores: float | None = None
     mean_batch: float | None = None
+    server_errors: dict[str, int] = field(default_factory=dict)
+    unconfirmed: int = 0
+    cancelled: int = 0
+
+    @property
+    def errors(self) -> int:
+        """Socket errors plus failed responses (0 when nothing ran).
+
+        HTTP statuses >= 400, ferry's non-OK outcomes and `unconfirmed` each count
+        failed responses from one vantage point, and one failure can show in several
+        (a REST 400 is also an INVALID_ARGUMENT outcome), so the largest is taken
+        rather than the sum: each is a lower bound of the failures."""
+        if self.load is None:
+            return 0
+        failed = max(self.load.status_errors, sum(self.server_errors.values()), self.unconfirmed)
+        return self.load.socket_errors + failed
 
 
 @dataclass
@@ -103,14 +128,17 @@ def machine_description() -> list[tuple[str, str]]:
         ("fastapi / pydantic / uvicorn", "{} / {} / {}".format(
             _version("fastapi"), _version("pydantic"), _version("uvicorn"))),
         ("wrk", wrk_version()),
+        ("h2load", h2load_version()),
         ("load average at start (1/5/15 min)", load),
     ]  # fmt: skip
 
 
-def _find(results: Sequence[HttpResult], model: str, server: str, conns: int) -> WrkResult | None:
+def _find(
+    results: Sequence[HttpResult], model: str, server: str, conns: int, protocol: str = "rest"
+) -> LoadResult | None:
     for r in results:
-        if (r.model, r.server, r.connections) == (model, server, conns) and r.wrk:
-            return r.wrk
+        if (r.model, r.server, r.connections, r.protocol) == (model, server, conns, protocol):
+            return r.load
     return None
 
 
@@ -131,25 +159,24 @@ def targets(report: Report) -> list[Target]:
     """The benchmark's goals, computed only from this run's numbers."""
     http, ceilings = report.http, report.ceilings
 
-    def rps(model: str, server: str, conns: int) -> float | None:
-        found = _find(http, model, server, conns)
+    def rps(model: str, server: str, conns: int, protocol: str = "rest") -> float | None:
+        found = _find(http, model, server, conns, protocol)
         return found.requests_per_s if found else None
 
     def p50(model: str, server: str) -> float | None:
         found = _find(http, model, server, 1)
         return found.p50_ms if found else None
 
-    measured = [r for r in http if r.wrk]
-    errors = sum(r.wrk.errors for r in measured if r.wrk) + sum(1 for r in http if r.failure)
+    errors = sum(r.errors for r in http) + sum(1 for r in http if r.failure)
     return [
         Target(
-            "mlp_large c64: ferry req/s / in-process batch-64 samples/s",
+            "mlp_large c64: ferry TF REST JSON req/s / in-process batch-64 samples/s",
             _ratio(rps("mlp_large", "ferry", 64), _ceiling(ceilings, "mlp_large", 64)),
             ">= 0.50",
             lambda v: v >= 0.50,
         ),
         Target(
-            "mlp_small c64: ferry req/s / FastAPI req/s",
+            "mlp_small c64: ferry TF REST JSON req/s / FastAPI req/s",
             _ratio(rps("mlp_small", "ferry", 64), rps("mlp_small", "fastapi", 64)),
             ">= 2.0",
             lambda v: v >= 2.0,
@@ -167,7 +194,19 @@ def targets(report: Report) -> list[Target]:
             lambda v: v <= 1.25,
         ),
         Target(
-            "errors (all HTTP runs; a failed run counts as one)",
+            "mlp_large c64: ferry TF gRPC req/s / in-process batch-64 samples/s",
+            _ratio(rps("mlp_large", "ferry", 64, "grpc"), _ceiling(ceilings, "mlp_large", 64)),
+            ">= 0.60",
+            lambda v: v >= 0.60,
+        ),
+        Target(
+            "mlp_small c64: ferry TF gRPC req/s / ferry TF REST JSON req/s",
+            _ratio(rps("mlp_small", "ferry", 64, "grpc"), rps("mlp_small", "ferry", 64)),
+            ">= 1.5",
+            lambda v: v >= 1.5,
+        ),
+        Target(
+            "errors (all runs; a failed run counts as one)",
             float(errors) if http else None,
             "== 0",
             lambda v: v == 0,
@@ -178,6 +217,21 @@ def targets(report: Report) -> list[Target]:
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _errors(r: HttpResult) -> str:
+    """The errors cell: the total, then where they came from when there are any."""
+    if not r.errors or r.load is None:
+        return str(r.errors)
+    parts = []
+    if r.load.socket_errors:
+        parts.append(f"{r.load.socket_errors} socket")
+    if r.load.status_errors:
+        parts.append(f"{r.load.status_errors} HTTP")
+    parts += [f"{n} {outcome}" for outcome, n in sorted(r.server_errors.items())]
+    if r.unconfirmed:
+        parts.append(f"{r.unconfirmed} not OK in ferry's count")
+    return f"{r.errors} ({', '.join(parts)})"
 
 
 def render(report: Report, title: str) -> str:
@@ -198,26 +252,28 @@ def render(report: Report, title: str) -> str:
     if not report.ceilings:
         out.append("| (not measured) | | | | |")
 
-    out += ["", "## HTTP servers under wrk (one instance per request)", ""]
+    out += ["", "## Servers under load (one instance per request)", ""]
     out += [
-        "| model | server | connections | req/s | p50 ms | p99 ms | errors "
-        "| max ms | server CPU (cores) | other CPU (cores) | mean batch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "clients: concurrent requests, each waiting for its answer before sending the next "
+        "(wrk connections; h2load connections x streams). errors: load-generator errors "
+        "plus ferry's non-OK request outcomes in the window.",
+        "",
+        "| model | server | protocol | clients | req/s | p50 ms | p99 ms | errors "
+        "| max ms | server CPU (cores) | load gen CPU (cores) | other CPU (cores) | mean batch |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.http:
-        if r.wrk is None:
-            out.append(
-                f"| {r.model} | {r.server} | {r.connections} | FAILED: {r.failure} | | | | | | | |"
-            )
+        head = f"| {r.model} | {r.server} | {PROTOCOL_LABELS.get(r.protocol, r.protocol)} "
+        head += f"| {r.connections} "
+        if r.load is None:
+            out.append(f"{head}| FAILED: {r.failure} | | | | | | | | |")
             continue
-        w = r.wrk
-        errors = f"{w.errors}" + (
-            f" ({w.socket_errors} socket, {w.status_errors} HTTP)" if w.errors else ""
-        )
+        w = r.load
         out.append(
-            f"| {r.model} | {r.server} | {r.connections} | {_fmt(w.requests_per_s)} "
-            f"| {_fmt(w.p50_ms, 2)} | {_fmt(w.p99_ms, 2)} | {errors} | {_fmt(w.max_ms, 1)} "
-            f"| {_fmt(r.server_cores, 2)} | {_fmt(r.other_cores, 2)} | {_fmt(r.mean_batch, 1)} |"
+            f"{head}| {_fmt(w.requests_per_s)} | {_fmt(w.p50_ms, 2)} | {_fmt(w.p99_ms, 2)} "
+            f"| {_errors(r)} | {_fmt(w.max_ms, 1)} | {_fmt(r.server_cores, 2)} "
+            f"| {_fmt(w.client_cpu_s / w.duration_s if w.duration_s else None, 2)} "
+            f"| {_fmt(r.other_cores, 2)} | {_fmt(r.mean_batch, 1)} |"
         )
 
     out += ["", "## Targets (from this run)", ""]

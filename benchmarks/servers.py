@@ -43,6 +43,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int | None = None  # ferry's gRPC port; the baseline has none
 
     @property
     def pid(self) -> int:
@@ -139,13 +140,14 @@ def running_server(
     log_path: Path,
     probes: dict[str, bytes],
     env: dict[str, str] | None = None,
+    grpc_port: int | None = None,
 ) -> Iterator[Server]:
     """Start `argv`, wait until it serves every probe, yield it, and always stop it."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
-    server = Server(name, process, port, log_path)
+    server = Server(name, process, port, log_path, grpc_port)
     try:
         wait_until_serving(server, probes, STARTUP_TIMEOUT_S)
         yield server
@@ -175,11 +177,26 @@ def cpu_sample(server: Server) -> CpuSample:
 
 
 _SAMPLE_LINE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$")
+_LABEL = re.compile(r'(?P<key>[a-z_]+)="(?P<value>[^"]*)"')
 
 
-def ferry_batch_totals(server: Server, model: str) -> tuple[float, float] | None:
-    """(rows, runs) summed over versions from ferry's batch-size histogram, or None
-    when the metrics page cannot be read. Differences give the mean batch size."""
+@dataclass(frozen=True)
+class FerrySnapshot:
+    """ferry's counters for one model at one instant, from its Prometheus page.
+
+    Differences of two snapshots give a measured window's mean batch size (`rows` /
+    `runs`, summed over versions) and its request outcomes for one API label
+    (`outcomes`, e.g. {"OK": 10233.0, "CANCELLED": 2.0}), which is how gRPC errors are
+    counted: h2load sees only HTTP 200 and cannot tell a failed call."""
+
+    rows: float
+    runs: float
+    outcomes: dict[str, float]
+
+
+def ferry_snapshot(server: Server, model: str, api: str) -> FerrySnapshot | None:
+    """ferry's batch and request counters for `model` (requests of API `api` only), or
+    None when the metrics page cannot be read."""
     try:
         status, body = get(server.port, "/monitoring/prometheus/metrics")
     except OSError:
@@ -187,13 +204,19 @@ def ferry_batch_totals(server: Server, model: str) -> tuple[float, float] | None
     if status != 200:
         return None
     rows = runs = 0.0
-    label = f'model="{model}"'
+    outcomes: dict[str, float] = {}
     for line in body.decode(errors="replace").splitlines():
         match = _SAMPLE_LINE.match(line)
-        if not match or label not in match["labels"]:
+        if not match:
+            continue
+        labels = {m["key"]: m["value"] for m in _LABEL.finditer(match["labels"])}
+        if labels.get("model") != model:
             continue
         if match["name"] == "ferry_batch_size_rows_sum":
             rows += float(match["value"])
         elif match["name"] == "ferry_batch_size_rows_count":
             runs += float(match["value"])
-    return rows, runs
+        elif match["name"] == "ferry_requests_total" and labels.get("api") == api:
+            outcome = labels.get("outcome", "?")
+            outcomes[outcome] = outcomes.get(outcome, 0.0) + float(match["value"])
+    return FerrySnapshot(rows, runs, outcomes)

@@ -18,6 +18,7 @@ from ferry.model_config import (
     ModelSpec,
     load_batching_file,
 )
+from ferry.model_options import ModelOptions
 from ferry.repository.sagemaker_catalog import DEFAULT_MODEL_DIR as DEFAULT_SAGEMAKER_MODEL_DIR
 from ferry.runtimes import RuntimeOptions
 
@@ -145,6 +146,14 @@ def main() -> None:
     help="Let idle runtime threads spin-wait (lower latency, more CPU burnt).",
 )
 @click.option(
+    "--accelerate",
+    type=click.Choice(["none", "onnx"]),
+    default="none",
+    show_default=True,
+    help="Serve TensorFlow/Keras/PyTorch models through onnxruntime when their ONNX "
+    "export matches (per model: accelerate in the model's ferry.toml).",
+)
+@click.option(
     "--enable_model_warmup",
     default=True,
     show_default=True,
@@ -197,6 +206,7 @@ def serve(
     intra_op_threads: int,
     inter_op_threads: int,
     allow_spinning: bool,
+    accelerate: str,
     enable_model_warmup: bool,
     unload_drain_timeout_seconds: float,
     sagemaker: bool,
@@ -263,6 +273,7 @@ def serve(
             batching=batching,
             enable_warmup=enable_model_warmup,
             drain_timeout_seconds=unload_drain_timeout_seconds,
+            model_defaults=ModelOptions(accelerate="" if accelerate == "none" else accelerate),
         ),
         sagemaker=sagemaker_options,
     )
@@ -321,6 +332,24 @@ def _sagemaker_port(rest_api_port: int) -> int:
     if source is click.core.ParameterSource.DEFAULT:
         return SAGEMAKER_PORT
     return rest_api_port
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--version", "version", type=int, help="Version number (default: the next one).")
+@click.option("--format", "format_", help="File format to write where several fit.")
+def save(source: Path, model_dir: Path, version: int | None, format_: str | None) -> None:
+    """Save a trained model (SOURCE: a model file or folder) as the next version of
+    MODEL_DIR, atomically, after checking that ferry can load it."""
+    from ferry.convert.save import SaveError
+    from ferry.convert.save import save as save_model
+
+    try:
+        written = save_model(source, model_dir, version=version, format=format_)
+    except SaveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {written}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ from ferry.batching import BatchingConfig
 from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode
 from ferry.metrics import Metrics
 from ferry.model_config import BATCHING_FILE_NAME, ModelSpec, load_batching_file
+from ferry.model_options import ModelOptions, load_model_options
 from ferry.repository.source import StoredVersion
 from ferry.runtimes import RuntimeOptions, runtime_for
+from ferry.runtimes.accelerate import accelerate_onnx
 from ferry.served_version import ServedVersion, VersionState
 from ferry.warmup import warm_up
 
@@ -86,6 +88,8 @@ class ManagerOptions:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     enable_warmup: bool = True
     drain_timeout_seconds: float = 60.0
+    # Defaults for every model's `ferry.toml` (e.g. `--accelerate onnx` for all models).
+    model_defaults: ModelOptions = field(default_factory=ModelOptions)
 
 
 class ModelManager:
@@ -288,8 +292,15 @@ class ModelManager:
             self._retire_async(model, previous, keep_record=True)
 
     def _load(self, spec: ModelSpec, stored: StoredVersion) -> ServedVersion:
-        runtime = runtime_for(stored.path, self.options.runtime, spec.platform)
+        model_options = load_model_options(
+            [Path(spec.base_path), stored.path], self.options.model_defaults
+        )
+        runtime = runtime_for(stored.path, self.options.runtime, spec.platform, model_options)
         runtime.load()
+        if model_options.accelerate == "onnx":
+            runtime = accelerate_onnx(
+                runtime, self.options.runtime, model_options.accelerate_tolerance
+            )
         try:
             if self.options.enable_warmup:
                 warm_up(runtime)
@@ -298,7 +309,9 @@ class ModelManager:
             raise RuntimeError(f"warm-up failed: {type(exc).__name__}: {exc}") from exc
         batching = self._batching_for(spec, stored)
         observer = self.metrics.batch_observer(spec.name, stored.version)
-        return ServedVersion(spec.name, stored, runtime, batching, observer)
+        return ServedVersion(
+            spec.name, stored, runtime, batching, observer, model_options.batch_dimension
+        )
 
     def _batching_for(self, spec: ModelSpec, stored: StoredVersion) -> BatchingConfig:
         """Global parameters, overridden by a model-level then a version-level file."""

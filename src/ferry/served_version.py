@@ -41,8 +41,11 @@ class ServedVersion:
         runtime: Runtime,
         batching: BatchingConfig,
         observer: BatchObserver,
+        batch_dimension: str = "auto",
     ) -> None:
+        """`batch_dimension` is the model's ferry.toml setting ("auto", "dynamic", "none")."""
         self.model_name = model_name
+        self.batch_dimension = batch_dimension
         self.version = stored.version
         self.stored = stored
         self.runtime = runtime
@@ -86,11 +89,18 @@ class ServedVersion:
                         f"{self.model_name}/{self.version}/{signature_name}",
                         run,
                         self.batching,
-                        signature.batchable,
+                        self._stackable(signature),
                         self._observer,
                     )
                     self._queues[signature_name] = queue
         return queue
+
+    def _stackable(self, signature: Signature) -> bool:
+        """Whether requests may be stacked: the signature decides unless the model's
+        `batch_dimension` setting overrides it."""
+        if self.batch_dimension == "none":
+            return False
+        return self.batch_dimension == "dynamic" or signature.batchable
 
     # -- counted references -----------------------------------------------------------
 

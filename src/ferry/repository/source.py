@@ -15,6 +15,9 @@ from pathlib import Path
 
 # (relative path, size, mtime in ns) of every file: cheap to compute, and it
 # changes when a copy is still in progress or when files are replaced.
+# Where ferry caches files it derives from a version (see runtimes/accelerate.py).
+CACHE_DIR_NAME = ".ferry"
+
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
@@ -61,7 +64,9 @@ class LocalVersionSource(VersionSource):
 def fingerprint(folder: Path) -> Fingerprint:
     """A content fingerprint of `folder` from file names, sizes and modification times."""
     items = []
-    for dirpath, _dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder):
+        # ferry's own caches (accelerated or lower-precision builds) are not model content.
+        dirnames[:] = [d for d in dirnames if d != CACHE_DIR_NAME]
         for filename in filenames:
             full = os.path.join(dirpath, filename)
             try:

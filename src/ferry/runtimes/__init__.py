@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ferry.model_options import ModelOptions
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.onnx import OnnxRuntime
 
@@ -11,10 +12,16 @@ from ferry.runtimes.onnx import OnnxRuntime
 RUNTIMES: list[type[Runtime]] = [OnnxRuntime]
 
 
-def runtime_for(version_dir: Path, options: RuntimeOptions, platform: str = "") -> Runtime:
+def runtime_for(
+    version_dir: Path,
+    options: RuntimeOptions,
+    platform: str = "",
+    model_options: ModelOptions | None = None,
+) -> Runtime:
     """A runtime (not yet loaded) for the model in `version_dir`.
 
-    `platform` (a config's `model_platform`) restricts the choice when given.
+    `platform` (a config's `model_platform`) restricts the choice when given;
+    `model_options` are the model's `ferry.toml` settings.
     Raises FileNotFoundError naming the formats looked for when nothing matches.
     """
     candidates = [r for r in RUNTIMES if not platform or platform.lower() in r.platforms]
@@ -23,7 +30,9 @@ def runtime_for(version_dir: Path, options: RuntimeOptions, platform: str = "") 
         raise ValueError(f"unknown model_platform {platform!r}; ferry serves {known}")
     for runtime_class in candidates:
         if runtime_class.can_load(version_dir):
-            return runtime_class(version_dir, options)
+            runtime = runtime_class(version_dir, options)
+            runtime.model_options = model_options or ModelOptions()
+            return runtime
     formats = ", ".join(r.format_name for r in candidates)
     raise FileNotFoundError(f"no servable model found in {version_dir} (formats: {formats})")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferry.model_options import ModelOptions
 from ferry.tensors import Signature
 
 
@@ -43,6 +44,8 @@ class Runtime(ABC):
     def __init__(self, version_dir: Path, options: RuntimeOptions) -> None:
         self.version_dir = version_dir
         self.options = options
+        # The model's `ferry.toml` settings (allow_pickle, precision, ...); set by runtime_for.
+        self.model_options = ModelOptions()
 
     @classmethod
     @abstractmethod
@@ -61,6 +64,11 @@ class Runtime(ABC):
     @abstractmethod
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one (possibly batched) request; inputs are already checked against the signature."""
+
+    def export_onnx(self, path: Path) -> None:
+        """Write an ONNX model equivalent to the `serving_default` signature, with the same
+        input and output names (for `accelerate = "onnx"`). Raise when the format cannot."""
+        raise NotImplementedError(f"{self.format_name} models cannot be exported to ONNX")
 
     def unload(self) -> None:  # noqa: B027 - optional hook, most runtimes just drop references
         """Release the model's resources."""

@@ -75,8 +75,12 @@ class OnnxRuntime(Runtime):
     format_name = "onnx"
     platforms = ("onnx", "onnxruntime", "onnxruntime_onnx")
 
-    def __init__(self, version_dir: Path, options: RuntimeOptions) -> None:
+    def __init__(
+        self, version_dir: Path, options: RuntimeOptions, model_file: Path | None = None
+    ) -> None:
+        """`model_file` overrides the file found in `version_dir` (an accelerated export)."""
         super().__init__(version_dir, options)
+        self._model_file = model_file
         self._session: ort.InferenceSession | None = None
         self._signatures: dict[str, Signature] = {}
         self._output_names: list[str] = []
@@ -86,7 +90,7 @@ class OnnxRuntime(Runtime):
         return find_model_file(version_dir) is not None
 
     def load(self) -> None:
-        model_file = find_model_file(self.version_dir)
+        model_file = self._model_file or find_model_file(self.version_dir)
         if model_file is None:
             raise FileNotFoundError(f"no {MODEL_FILE} in {self.version_dir}")
         session_options = ort.SessionOptions()

@@ -1,0 +1,1 @@
+"""Turning trained models into servable version folders (save), and later optimizing them."""
