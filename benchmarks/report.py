@@ -255,8 +255,9 @@ def render(report: Report, title: str) -> str:
     out += ["", "## Servers under load (one instance per request)", ""]
     out += [
         "clients: concurrent requests, each waiting for its answer before sending the next "
-        "(wrk connections; h2load connections x streams). errors: load-generator errors "
-        "plus ferry's non-OK request outcomes in the window.",
+        "(wrk connections; h2load connections x streams). errors: socket errors plus failed "
+        "responses, the largest of HTTP >= 400, ferry's non-OK request outcomes in the "
+        "window, and responses beyond ferry's OK count.",
         "",
         "| model | server | protocol | clients | req/s | p50 ms | p99 ms | errors "
         "| max ms | server CPU (cores) | load gen CPU (cores) | other CPU (cores) | mean batch |",
