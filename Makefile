@@ -7,7 +7,7 @@ MODELS ?= models
 HOST ?= 0.0.0.0
 PORT ?= 8501
 
-.PHONY: serve test bench lint protos clean
+.PHONY: serve test bench bench-quant lint protos clean
 
 $(BIN)/ferry: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(BIN)/ferry
 		apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
 		sudo apt-get install -y -qq nghttp2-client)
 	$(BIN)/python benchmarks/run.py
+
+# Quantization and lite models on load_digits (QUICK=1 for shorter timings); needs the
+# test extras (TensorFlow/Keras, scikit-learn). Report: benchmarks/results/quantization.md
+bench-quant: $(BIN)/ferry
+	$(BIN)/python benchmarks/quantization.py $(if $(QUICK),--quick)
 
 lint: $(BIN)/ferry
 	$(BIN)/ruff check src tests benchmarks

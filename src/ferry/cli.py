@@ -19,17 +19,44 @@ from ferry.model_config import (
     load_batching_file,
 )
 from ferry.model_options import ModelOptions
+from ferry.repository.location import (
+    S3_EXTRA_HINT,
+    BasePath,
+    ObjectStoreOptions,
+    S3Url,
+    parse_base_path,
+    s3_support_installed,
+)
 from ferry.repository.sagemaker_catalog import DEFAULT_MODEL_DIR as DEFAULT_SAGEMAKER_MODEL_DIR
 from ferry.runtimes import RuntimeOptions
 
 if TYPE_CHECKING:
     from ferry.protocols.sagemaker import SageMakerOptions
+    from ferry.protocols.sagemaker_handlers import InferenceHandlers
     from ferry.repository.catalog import ModelCatalog
 
 # TF Serving spells booleans `--flag=true|false`; `--flag` alone means true.
 _BOOL = {"type": click.BOOL, "is_flag": False, "flag_value": True}
 # The port SageMaker calls a container on (unless it sets SAGEMAKER_BIND_TO_PORT).
 SAGEMAKER_PORT = 8080
+
+
+class BasePathType(click.ParamType):
+    """A local folder or an `s3://bucket/prefix` URL (click.Path would fold the '//')."""
+
+    name = "PATH|s3://BUCKET/PREFIX"
+
+    def convert(self, value, param, ctx) -> BasePath:
+        if isinstance(value, Path | S3Url):
+            return value
+        try:
+            return parse_base_path(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _resolved(base: BasePath) -> BasePath:
+    return base.resolve() if isinstance(base, Path) else base
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,12 +67,12 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("root", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("root", required=False, type=BasePathType())
 @click.option("--model_name", help="Serve one model under this name (TF Serving flag).")
 @click.option(
     "--model_base_path",
-    type=click.Path(path_type=Path),
-    help="Folder of the model's integer version folders (TF Serving flag).",
+    type=BasePathType(),
+    help="Folder or s3:// URL of the model's integer version folders (TF Serving flag).",
 )
 @click.option(
     "--model_config_file",
@@ -183,6 +210,24 @@ def main() -> None:
     help="Where SageMaker put the model (with --sagemaker).",
 )
 @click.option(
+    "--s3_endpoint_url",
+    help="S3-compatible store for s3:// paths (MinIO, moto, ...); default: AWS, or "
+    "$AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL. Credentials: boto3's standard chain.",
+)
+@click.option(
+    "--model_cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where versions from s3:// paths are downloaded to before they load "
+    "(default: ferry's folder in the user cache folder, e.g. ~/.cache/ferry).",
+)
+@click.option(
+    "--auth",
+    "auth_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Key file (ferry keys create --file FILE): every API then needs an AWS SigV4 "
+    "signature (service sagemaker) or a bearer token from it; health paths stay open.",
+)
+@click.option(
     "--log_level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -211,6 +256,9 @@ def serve(
     unload_drain_timeout_seconds: float,
     sagemaker: bool,
     sagemaker_model_dir: Path,
+    s3_endpoint_url: str | None,
+    model_cache_dir: Path | None,
+    auth_file: Path | None,
     log_level: str,
 ) -> None:
     """Serve models: every model folder under ROOT, one model (--model_name and
@@ -218,6 +266,8 @@ def serve(
 
     Without any of these, MODEL_NAME and MODEL_BASE_PATH from the environment are used
     as in TF Serving's Docker image: the model at $MODEL_BASE_PATH/$MODEL_NAME.
+
+    Every model path may be an s3://bucket/prefix URL (pip install 'ferry[s3]').
     """
     from ferry.repository.catalog import ConfigFileCatalog, FixedCatalog, RootFolderCatalog
     from ferry.server import FerryServer, ServerOptions
@@ -229,6 +279,9 @@ def serve(
     if len(sources) > 1:
         raise click.UsageError("give only one of ROOT, --model_base_path, --model_config_file")
     sagemaker_options = None
+    object_store = ObjectStoreOptions(s3_endpoint_url, model_cache_dir)
+    if any(isinstance(x, S3Url) for x in sources) and not s3_support_installed():
+        raise click.UsageError(S3_EXTRA_HINT)
     try:
         if sagemaker:
             if sources:
@@ -242,14 +295,18 @@ def serve(
             catalog = ConfigFileCatalog(model_config_file, model_config_file_poll_wait_seconds)
         elif model_base_path is not None:
             catalog = FixedCatalog(
-                [ModelSpec(model_name or DEFAULT_MODEL_NAME, model_base_path.resolve())]
+                [ModelSpec(model_name or DEFAULT_MODEL_NAME, _resolved(model_base_path))]
             )
+        elif isinstance(root, S3Url):
+            from ferry.repository.s3_source import S3RootCatalog  # needs boto3
+
+            catalog = S3RootCatalog(root, object_store)
         elif root is not None:
             catalog = RootFolderCatalog(root.resolve())
         elif "MODEL_NAME" in os.environ or "MODEL_BASE_PATH" in os.environ:
             name = os.environ.get("MODEL_NAME", "model")
-            base = Path(os.environ.get("MODEL_BASE_PATH", "/models")) / name
-            catalog = FixedCatalog([ModelSpec(model_name or name, base.resolve())])
+            base = parse_base_path(os.environ.get("MODEL_BASE_PATH", "/models")) / name
+            catalog = FixedCatalog([ModelSpec(model_name or name, _resolved(base))])
         else:
             raise click.UsageError(
                 "nothing to serve: give ROOT, --model_base_path, "
@@ -276,8 +333,16 @@ def serve(
             model_defaults=ModelOptions(accelerate="" if accelerate == "none" else accelerate),
         ),
         sagemaker=sagemaker_options,
+        auth_file=auth_file,
+        object_store=object_store,
     )
-    FerryServer(catalog, options).run()
+    from ferry.auth.keys import KeyFileError
+
+    try:
+        server = FerryServer(catalog, options)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    server.run()
     sys.exit(0)
 
 
@@ -317,7 +382,20 @@ def _sagemaker_catalog(model_dir: Path) -> tuple[ModelCatalog, SageMakerOptions]
             model_dir,
         )
     default_model = os.environ.get("SAGEMAKER_TFS_DEFAULT_MODEL_NAME", "")
-    return SageMakerModelDirCatalog(model_dir), SageMakerOptions(default_model=default_model)
+    return SageMakerModelDirCatalog(model_dir), SageMakerOptions(
+        default_model=default_model, handlers=_sagemaker_handlers(model_dir)
+    )
+
+
+def _sagemaker_handlers(model_dir: Path) -> InferenceHandlers | None:
+    """`code/inference.py`'s handlers; a refused or broken file stops start-up, as a
+    broken inference.py stops the container."""
+    from ferry.protocols.sagemaker_handlers import load_handlers
+
+    try:
+        return load_handlers(model_dir)
+    except Exception as exc:
+        raise click.ClickException(f"code/inference.py: {type(exc).__name__}: {exc}") from exc
 
 
 def _sagemaker_port(rest_api_port: int) -> int:
@@ -351,6 +429,30 @@ def save(source: Path, model_dir: Path, version: int | None, format_: str | None
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {written}")
 
+
+from ferry.auth.cli import keys  # noqa: E402 - registered after main's own commands
+
+main.add_command(keys)
+
+from ferry.convert.commands import lite, optimize  # noqa: E402 - light: click only
+from ferry.edge_cli import edge  # noqa: E402
+
+main.add_command(optimize)
+main.add_command(lite)
+main.add_command(edge)
+
+from ferry.deploy import cli_storage  # noqa: E402 - light: click only, boto3 on use
+
+main.add_command(cli_storage.package)
+main.add_command(cli_storage.unpack)
+main.add_command(cli_storage.push)
+main.add_command(cli_storage.pull)
+
+from ferry.deploy import cli_sagemaker  # noqa: E402 - light: click only, boto3 on use
+
+main.add_command(cli_sagemaker.deploy)
+main.add_command(cli_sagemaker.endpoints)
+main.add_command(cli_sagemaker.invoke)
 
 if __name__ == "__main__":
     main()

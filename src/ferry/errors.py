@@ -89,3 +89,13 @@ class ResourceExhausted(FerryError):
     """The request exceeds a configured limit (for example the request body size)."""
 
     code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class StorageError(FerryError):
+    """Model storage (object storage) could not be listed or read: `code` says whether
+    it was unreachable (UNAVAILABLE), refused us (PERMISSION_DENIED, UNAUTHENTICATED)
+    or lacks the bucket (NOT_FOUND). The watcher retries these with backoff."""
+
+    def __init__(self, message: str, code: StatusCode = StatusCode.UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.code = code

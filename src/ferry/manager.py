@@ -35,6 +35,7 @@ from ferry.model_options import ModelOptions, load_model_options
 from ferry.repository.source import StoredVersion
 from ferry.runtimes import RuntimeOptions, runtime_for
 from ferry.runtimes.accelerate import accelerate_onnx
+from ferry.runtimes.precision import serve_precision
 from ferry.served_version import ServedVersion, VersionState
 from ferry.warmup import warm_up
 
@@ -73,11 +74,25 @@ class _Routes:
     labels: dict[str, int]
 
 
+@dataclass(frozen=True)
+class StorageStatus:
+    """Why a model's storage cannot be read now (unreachable, access denied, missing).
+
+    Model-level, not per version: the versions already loaded keep serving and keep
+    their own status, while the watcher retries the storage with backoff.
+    """
+
+    error_code: StatusCode
+    error_message: str
+    since: float = field(default_factory=time.time)
+
+
 @dataclass
 class _Model:
     spec: ModelSpec
     serving: dict[int, ServedVersion] = field(default_factory=dict)
     records: dict[int, VersionRecord] = field(default_factory=dict)
+    storage: StorageStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -151,12 +166,37 @@ class ModelManager:
                 raise InvalidArgument(f"Unrecognized servable version label: {label}")
             version = labels[label]
         if not records:
-            raise NotFound(f"Could not find any versions of model {model}")
+            storage = state.storage if state else None
+            reason = f": {storage.error_message}" if storage else ""
+            raise NotFound(f"Could not find any versions of model {model}{reason}")
         if version is not None:
             if version not in records:
                 raise NotFound(f"Could not find version {version} of model {model}")
             return [records[version]]
         return [records[v] for v in sorted(records, reverse=True)]
+
+    def storage_status(self, model: str) -> StorageStatus | None:
+        """The model's storage error, None while its storage answers."""
+        with self._lock:
+            state = self._models.get(model)
+            return state.storage if state else None
+
+    def report_storage_error(self, spec: ModelSpec, code: StatusCode, message: str) -> None:
+        """Record that `spec`'s storage cannot be read (watcher thread). A model seen for
+        the first time is registered without versions, so the status APIs can say why
+        it has none instead of "not found"."""
+        with self._lock:
+            model = self._models.get(spec.name)
+            if model is None:
+                model = self._models[spec.name] = _Model(spec)
+            if model.storage is None or model.storage.error_message != message:
+                model.storage = StorageStatus(code, message)
+
+    def clear_storage_error(self, name: str) -> None:
+        with self._lock:
+            model = self._models.get(name)
+            if model is not None:
+                model.storage = None
 
     def labels(self, model: str) -> dict[str, int]:
         with self._lock:
@@ -293,7 +333,7 @@ class ModelManager:
 
     def _load(self, spec: ModelSpec, stored: StoredVersion) -> ServedVersion:
         model_options = load_model_options(
-            [Path(spec.base_path), stored.path], self.options.model_defaults
+            self._option_folders(stored), self.options.model_defaults
         )
         runtime = runtime_for(stored.path, self.options.runtime, spec.platform, model_options)
         runtime.load()
@@ -301,6 +341,8 @@ class ModelManager:
             runtime = accelerate_onnx(
                 runtime, self.options.runtime, model_options.accelerate_tolerance
             )
+        if model_options.precision:
+            runtime = serve_precision(runtime, self.options.runtime, model_options.precision)
         try:
             if self.options.enable_warmup:
                 warm_up(runtime)
@@ -316,11 +358,19 @@ class ModelManager:
     def _batching_for(self, spec: ModelSpec, stored: StoredVersion) -> BatchingConfig:
         """Global parameters, overridden by a model-level then a version-level file."""
         config = self.options.batching
-        for folder in (spec.base_path, stored.path):
-            candidate = Path(folder) / BATCHING_FILE_NAME
+        for folder in self._option_folders(stored):
+            candidate = folder / BATCHING_FILE_NAME
             if candidate.is_file():
                 config = load_batching_file(candidate, config)
         return config
+
+    @staticmethod
+    def _option_folders(stored: StoredVersion) -> list[Path]:
+        """Local folders with per-model settings, model level first. `stored` says where
+        they are (never the spec's base path, which may be a remote URL)."""
+        if stored.model_dir is None:
+            return [stored.path]
+        return [stored.model_dir, stored.path]
 
     def _versions_to_keep(
         self, model: _Model, aspired: set[int], stored: dict[int, StoredVersion]

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 
 from ferry.batching import BatchingConfig
 from ferry.protos import message_class, pool
+from ferry.repository.location import BasePath, parse_base_path
 from ferry.repository.policy import AllVersions, Latest, Specific, VersionPolicy
 
 # TF Serving's binary serves a model called "default" when only a base path is given.
@@ -32,7 +33,7 @@ class ModelSpec:
     """One model to serve: where its versions live and how to choose among them."""
 
     name: str
-    base_path: Path
+    base_path: BasePath  # a local folder or an s3:// URL
     platform: str = ""
     policy: VersionPolicy = field(default_factory=Latest)
     labels: dict[str, int] = field(default_factory=dict)
@@ -57,8 +58,11 @@ def parse_model_config(text: str, relative_to: Path) -> list[ModelSpec]:
         if not config.base_path:
             raise ConfigError(f"model config: model {config.name!r} has no base_path")
         seen.add(config.name)
-        base_path = Path(config.base_path).expanduser()
-        if not base_path.is_absolute():
+        try:
+            base_path = parse_base_path(config.base_path)
+        except ValueError as exc:
+            raise ConfigError(f"model config: model {config.name!r}: {exc}") from None
+        if isinstance(base_path, Path) and not base_path.is_absolute():
             base_path = relative_to / base_path
         specs.append(
             ModelSpec(

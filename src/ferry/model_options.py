@@ -7,6 +7,7 @@ ONNX, a lower precision, permission to unpickle), so ferry reads a small TOML fi
     accelerate = "onnx"       # serve through onnxruntime when the export matches
     precision = "fp16"        # build and serve a lower-precision variant
     allow_pickle = true       # this model's files may be unpickled (they run code!)
+    allow_code = true         # run this model's model.py / code/inference.py (code!)
     batch_dimension = "none"  # never stack requests for this model
 
 Unknown keys are errors, so a typo never silently does nothing.
@@ -36,6 +37,9 @@ class ModelOptions(BaseModel):
     precision: Literal["", "fp32", "fp16", "int8"] = ""
     # Pickled files run code when loaded: only with the model's explicit consent.
     allow_pickle: bool = False
+    # A custom `model.py` or SageMaker `code/inference.py` in the model's folder is code
+    # that ferry would import and run: only with the model's explicit consent.
+    allow_code: bool = False
     # "auto": stack requests when every tensor's dimension 0 is dynamic; "dynamic": treat
     # dimension 0 as the batch even where the model declares it fixed (the model says it
     # takes any batch); "none": run every request alone.

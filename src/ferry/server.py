@@ -16,6 +16,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import uvicorn
@@ -24,17 +25,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry.auth.keys import KeyStore
+from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
 from ferry.protocols.http_util import Receive, Scope, Send
 from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
+from ferry.protocols.sagemaker_runtime import RUNTIME_PREFIX, SageMakerRuntime
 from ferry.protocols.tfserving_grpc import TFServingGrpc
 from ferry.protocols.tfserving_rest import TFServingRest
 from ferry.protocols.v2_grpc import V2Grpc
 from ferry.protocols.v2_models import V2Models
 from ferry.protocols.v2_rest import V2Rest
 from ferry.repository.catalog import ModelCatalog
+from ferry.repository.location import ObjectStoreOptions
 from ferry.repository.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
@@ -52,8 +57,12 @@ class ServerOptions:
     max_request_bytes: int = 64 * 1024 * 1024
     rest_api_timeout_in_ms: int = 30_000
     manager: ManagerOptions = field(default_factory=ManagerOptions)
+    # s3:// model paths: endpoint and local download cache.
+    object_store: ObjectStoreOptions = field(default_factory=ObjectStoreOptions)
     # `ferry serve --sagemaker`: add /ping and /invocations (the REST APIs stay served).
     sagemaker: SageMakerOptions | None = None
+    # `ferry serve --auth FILE`: SigV4 and bearer-token keys for every API (ferry.auth).
+    auth_file: Path | None = None
 
 
 class FerryServer:
@@ -68,17 +77,24 @@ class FerryServer:
             self.manager,
             options.file_system_poll_wait_seconds,
             options.version_settle_seconds,
+            options.object_store,
         )
         self.inference = InferenceService(
             self.manager, self.metrics, options.rest_api_timeout_in_ms / 1000
         )
         self._shutting_down = threading.Event()
+        # Read (and permission-checked) now, so a bad key file stops start-up.
+        self.authenticator = (
+            Authenticator(KeyStore(options.auth_file), AuthMetrics(self.metrics.registry))
+            if options.auth_file is not None
+            else None
+        )
         self.app = self._build_app()
 
     def is_ready(self) -> bool:
         return self.manager.is_ready() and not self._shutting_down.is_set()
 
-    def _build_app(self) -> HttpApp:
+    def _build_app(self) -> HttpApp | HttpAuth:
         rest = TFServingRest(self.manager, self.inference, self.options.max_request_bytes)
         v2 = V2Rest(self._v2_models(), self.inference, self.options.max_request_bytes)
 
@@ -94,17 +110,24 @@ class FerryServer:
             ("/v1/", rest.handle_post),
             ("/v2/", v2.handle_post),
         ]
+        sagemaker = SageMakerInvocations(
+            self.manager,
+            self.inference,
+            self.options.max_request_bytes,
+            self.options.sagemaker or SageMakerOptions(),
+            self.is_ready,
+        )
+        # SageMaker's runtime API (InvokeEndpoint) is always served: boto3's
+        # sagemaker-runtime client works against any ferry server.
+        runtime = SageMakerRuntime(self.manager, sagemaker, self.is_ready)
+        fast_posts.append((RUNTIME_PREFIX, runtime.handle_post))
         if self.options.sagemaker is not None:
-            sagemaker = SageMakerInvocations(
-                self.manager,
-                self.inference,
-                self.options.max_request_bytes,
-                self.options.sagemaker,
-                self.is_ready,
-            )
             routes.extend(sagemaker.routes())
             fast_posts.append((INVOCATIONS_PATH, sagemaker.handle_post))
-        return HttpApp(fast_posts, Starlette(routes=routes))
+        app = HttpApp(fast_posts, Starlette(routes=routes))
+        if self.authenticator is None:
+            return app
+        return HttpAuth(app, self.authenticator, self.options.max_request_bytes)
 
     def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The gRPC services of every protocol module, served on `--port`."""
@@ -123,17 +146,18 @@ class FerryServer:
             return None
         limit = self.options.max_request_bytes
         server = grpc.aio.server(
+            interceptors=[GrpcAuth(self.authenticator)] if self.authenticator else None,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         server.add_generic_rpc_handlers(handlers)
         address = f"{self.options.host}:{self.options.grpc_port}"
         server.add_insecure_port(address)
         await server.start()
-        log.info("gRPC APIs on %s", address)
+        log.info("gRPC APIs on %s%s", address, " (--auth)" if self.authenticator else "")
         return server
 
     def run(self) -> None:

@@ -32,6 +32,9 @@ TF_WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_REQUESTS = 1000
 
 
+_EXAMPLE_METHODS = ("tensorflow/serving/classify", "tensorflow/serving/regress")
+
+
 def warm_up(runtime: Runtime) -> int:
     """Run the recorded or generated warm-up requests; returns how many ran."""
     tf_recorded = runtime.version_dir / TF_WARMUP_FILE
@@ -39,9 +42,16 @@ def warm_up(runtime: Runtime) -> int:
     if tf_recorded.is_file() or recorded.is_file():
         count = _replay_prediction_logs(runtime, tf_recorded) if tf_recorded.is_file() else 0
         return count + (_replay(runtime, recorded) if recorded.is_file() else 0)
-    for name, signature in runtime.signatures.items():
+    # Classify/regress signatures parse tf.Examples whose features ferry cannot guess (an
+    # empty example fails a required feature), so only recorded requests warm those up.
+    generated = {
+        name: signature
+        for name, signature in runtime.signatures.items()
+        if signature.method_name not in _EXAMPLE_METHODS
+    }
+    for name, signature in generated.items():
         runtime.run(name, generated_inputs(signature))
-    return len(runtime.signatures)
+    return len(generated)
 
 
 def _replay(runtime: Runtime, path: Path) -> int:

@@ -2,8 +2,8 @@
 ferry processes called as SageMaker's front end calls a container: plain HTTP with
 Content-Type, Accept and X-Amzn-SageMaker-Custom-Attributes.
 
-(boto3's `sagemaker-runtime` client calls /endpoints/{name}/invocations, which a
-container does not serve; that path belongs to a later issue.)
+(boto3's `sagemaker-runtime` client calls /endpoints/{name}/invocations, SageMaker's
+runtime API, which ferry serves too: tests/protocols/test_sagemaker_runtime.py.)
 """
 
 from __future__ import annotations

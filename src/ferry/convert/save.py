@@ -26,7 +26,14 @@ SIGNATURE_FILE = "signature.json"
 
 # Saver modules, imported only when needed so that saving a scikit-learn model never
 # imports TensorFlow. Each module defines SAVERS: list[Saver]; earlier entries win.
-SAVER_MODULES = ("ferry.convert.onnx_saver",)
+SAVER_MODULES = (
+    "ferry.convert.onnx_saver",
+    "ferry.convert.torch_saver",
+    "ferry.convert.sklearn_saver",
+    # Keras before TensorFlow: a Keras model is also a TensorFlow trackable object.
+    "ferry.convert.keras_saver",
+    "ferry.convert.tensorflow_saver",
+)
 
 
 class SaveError(ValueError):

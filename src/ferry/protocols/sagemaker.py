@@ -21,6 +21,7 @@ Content-Type.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON_LINES, JSONS, to_predict_body
+from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON, JSON_LINES, JSONS, to_predict_body
 from ferry.codecs.tfserving_json import DecodedPredict, decode_predict_body, encode_predict_response
 from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound, Unimplemented
 from ferry.inference import InferenceService
@@ -45,6 +46,7 @@ from ferry.protocols.http_util import (
     read_body,
     send_response,
 )
+from ferry.protocols.sagemaker_handlers import Context, HandlerResponse, InferenceHandlers
 from ferry.protocols.tfserving_rest import error_parts
 from ferry.served_version import ServedVersion
 
@@ -63,6 +65,8 @@ class SageMakerOptions:
 
     # The model that answers requests without `tfs-model-name` (empty: the first by name).
     default_model: str = ""
+    # `code/inference.py`'s handlers, run around every request (None: no such file).
+    handlers: InferenceHandlers | None = None
 
 
 class UnsupportedMediaType(FerryError):
@@ -129,7 +133,7 @@ class SageMakerInvocations:
             status = 200
             body, content_type = await self._invoke(scope, receive)
         except FerryError as exc:
-            status, body, headers = self._error_parts(exc)
+            status, body, headers = container_error_parts(exc)
         except ClientDisconnected:
             return
         except Exception as exc:  # a bug must cost one request, never the server
@@ -139,25 +143,42 @@ class SageMakerInvocations:
             )
         await send_response(send, status, body, content_type, extra_headers=headers)
 
-    @staticmethod
-    def _error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        if isinstance(error, _PathNotFound):
-            return 404, orjson.dumps({"error": "Not Found"}), []
-        if isinstance(error, UnsupportedMediaType):
-            return 415, orjson.dumps({"error": error.message}), []
-        return error_parts(error)
-
     async def _invoke(self, scope: Scope, receive: Receive) -> tuple[bytes, bytes]:
         if scope["path"] != INVOCATIONS_PATH:
             raise _PathNotFound("Not Found")
+        return await self.invoke(scope, receive, "sagemaker")
+
+    async def invoke(
+        self,
+        scope: Scope,
+        receive: Receive,
+        api: str,
+        model: str | None = None,
+        label: str | None = None,
+    ) -> tuple[bytes, bytes]:
+        """One prediction from a SageMaker payload: (response body, its Content-Type).
+
+        Shared by /invocations and the runtime API (`ferry.protocols.sagemaker_runtime`),
+        so both read payloads and custom attributes the same way. `model` (when given)
+        wins over `tfs-model-name`; `label` picks a version label when no
+        `tfs-model-version` is given. Raises FerryError (UnsupportedMediaType for 415).
+        """
+        handlers = self.options.handlers
         content_type = media_type(header(scope, b"content-type"))
-        if content_type not in CONTENT_TYPES:
+        # An input_handler decides itself which payloads it reads.
+        if content_type not in CONTENT_TYPES and not (handlers and handlers.input_handler):
             shown = (header(scope, b"content-type") or b"Unknown").decode("latin-1")
             raise UnsupportedMediaType(f"Unsupported Media Type: {shown}")
         attributes = custom_attributes(header(scope, CUSTOM_ATTRIBUTES))
-        model = attributes.get("tfs-model-name") or self._default_model()
+        model = model or attributes.get("tfs-model-name") or self._default_model()
         version = _version(attributes.get("tfs-model-version"))
+        if version is not None:
+            label = None
         _check_method(attributes.get("tfs-method", "predict"))
+        if handlers is not None:
+            return await self._invoke_with_handlers(
+                handlers, scope, receive, api, model, version, label
+            )
         request = to_predict_body(
             await read_body(scope, receive, self.max_request_bytes), content_type
         )
@@ -168,7 +189,7 @@ class SageMakerInvocations:
             decoded = decode_predict_body(request, served.signatures)
             return decoded.signature_name, decoded.inputs
 
-        prediction = await self.inference.predict("sagemaker", model, version, None, decode)
+        prediction = await self.inference.predict(api, model, version, label, decode)
         assert decoded is not None
         body = encode_predict_response(prediction.outputs, decoded.format)
         lines_type = jsonlines_accepted(header(scope, b"accept"))
@@ -177,6 +198,49 @@ class SageMakerInvocations:
         # The container answers JSON lines with the same JSON, its newlines removed.
         return body.replace(b"\n", b""), lines_type.encode()
 
+    async def _invoke_with_handlers(
+        self,
+        handlers: InferenceHandlers,
+        scope: Scope,
+        receive: Receive,
+        api: str,
+        model: str,
+        version: int | None,
+        label: str | None,
+    ) -> tuple[bytes, bytes]:
+        """/invocations through `code/inference.py` (see `ferry.protocols.sagemaker_handlers`).
+
+        Handlers are user code that may block, so they run in worker threads, never on
+        the event loop."""
+        raw = await read_body(scope, receive, self.max_request_bytes)
+        context = _handler_context(scope, model, version, len(raw))
+        if handlers.input_handler is not None:
+            prepared = await asyncio.to_thread(handlers.prepare, raw, context)
+            request = to_predict_body(prepared, JSON)
+        else:
+            request = to_predict_body(raw, media_type(header(scope, b"content-type")))
+        decoded: DecodedPredict | None = None
+
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            nonlocal decoded
+            decoded = decode_predict_body(request, served.signatures)
+            return decoded.signature_name, decoded.inputs
+
+        try:
+            prediction = await self.inference.predict(api, model, version, label, decode)
+            assert decoded is not None
+            status, body = 200, encode_predict_response(prediction.outputs, decoded.format)
+        except FerryError as exc:
+            if handlers.output_handler is None:
+                raise
+            # The handler sees the error as it would see TF Serving's answer.
+            status, body, _ = error_parts(exc)
+        if handlers.output_handler is None:
+            return body, JSON.encode()
+        response = HandlerResponse(status, body, {"Content-Type": JSON})
+        answer, answer_type = await asyncio.to_thread(handlers.finish, response, context)
+        return answer, answer_type.encode("latin-1")
+
     def _default_model(self) -> str:
         if self.options.default_model:
             return self.options.default_model
@@ -184,6 +248,34 @@ class SageMakerInvocations:
         if not names:
             raise NotFound("Servable not found for request: no models are being served")
         return names[0]
+
+
+def container_error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """HTTP status, body and extra headers of a failed /invocations request, as the
+    container answers it (the runtime API wraps these in a ModelError)."""
+    if isinstance(error, _PathNotFound):
+        return 404, orjson.dumps({"error": "Not Found"}), []
+    if isinstance(error, UnsupportedMediaType):
+        return 415, orjson.dumps({"error": error.message}), []
+    return error_parts(error)
+
+
+def _handler_context(scope: Scope, model: str, version: int | None, length: int) -> Context:
+    """The container's Context for a request (see `ferry.protocols.sagemaker_handlers`)."""
+    attributes = header(scope, CUSTOM_ATTRIBUTES)
+    method = custom_attributes(attributes).get("tfs-method", "predict")
+    versioned = f"/versions/{version}" if version is not None else ""
+    return Context(
+        model_name=model,
+        model_version=str(version) if version is not None else None,
+        method=method,
+        rest_uri=f"/v1/models/{model}{versioned}:{method}",
+        grpc_port=None,
+        custom_attributes=attributes.decode("latin-1") if attributes else None,
+        request_content_type=(header(scope, b"content-type") or JSON.encode()).decode("latin-1"),
+        accept_header=(header(scope, b"accept") or JSON.encode()).decode("latin-1"),
+        content_length=length,
+    )
 
 
 def media_type(value: bytes | None) -> str:

@@ -1,9 +1,10 @@
 """TensorFlow Serving's gRPC API, answered as TF Serving answers it.
 
 Services (TF Serving's names, so its generated stubs call ferry unchanged):
-  tensorflow.serving.PredictionService  Predict, GetModelMetadata; Classify, Regress and
-                                        MultiInference answer UNIMPLEMENTED (they need a
-                                        TF classify/regress signature, which ONNX lacks)
+  tensorflow.serving.PredictionService  Predict, GetModelMetadata; Classify and Regress
+                                        (for models with a TF classify/regress signature;
+                                        UNIMPLEMENTED for others); MultiInference answers
+                                        UNIMPLEMENTED
   tensorflow.serving.ModelService       GetModelStatus, HandleReloadConfigRequest
 
 Handlers take the raw request bytes and parse them here, so a corrupt message is
@@ -25,6 +26,13 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError, Message
 
 from ferry.codecs.tensor_proto import decode_inputs, dtype_enum, encode_tensor
+from ferry.codecs.tf_example import (
+    classifications,
+    example_input,
+    examples_from_input,
+    regressions,
+    serialized_examples,
+)
 from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound, Unimplemented
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
@@ -69,8 +77,8 @@ class TFServingGrpc:
         prediction = {
             "Predict": self._method(self.predict, "PredictRequest"),
             "GetModelMetadata": self._method(self.get_model_metadata, "GetModelMetadataRequest"),
-            "Classify": self._method(self._unimplemented("Classify"), "ClassificationRequest"),
-            "Regress": self._method(self._unimplemented("Regress"), "RegressionRequest"),
+            "Classify": self._method(self.classify, "ClassificationRequest"),
+            "Regress": self._method(self.regress, "RegressionRequest"),
             "MultiInference": self._method(
                 self._unimplemented("MultiInference"), "MultiInferenceRequest"
             ),
@@ -158,6 +166,45 @@ class TFServingGrpc:
             return response
         finally:
             served.release()
+
+    async def classify(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        response = _msg("ClassificationResponse")()
+        outputs, version, signature_name = await self._run_examples("classify", request, context)
+        for row in classifications(outputs):
+            entry = response.result.classifications.add()
+            for label, score in row:
+                entry.classes.add(label=label.decode("utf-8", "replace"), score=score)
+        _fill_spec(response.model_spec, request.model_spec.name, version, signature_name)
+        return response
+
+    async def regress(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        response = _msg("RegressionResponse")()
+        outputs, version, signature_name = await self._run_examples("regress", request, context)
+        for value in regressions(outputs):
+            response.result.regressions.add(value=value)
+        _fill_spec(response.model_spec, request.model_spec.name, version, signature_name)
+        return response
+
+    async def _run_examples(
+        self, method: str, request: Message, context: grpc.aio.ServicerContext
+    ) -> tuple[dict, int, str]:
+        """Classify/Regress: the request's tf.Examples become the signature's serialized
+        input and take the Predict path (same checks, batch queue and deadline)."""
+        spec = _model_spec(request)
+        version, label = _version_choice(spec)
+        signature_name = spec.signature_name or DEFAULT_SIGNATURE
+
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            _, input_name = example_input(served.signatures, signature_name, method)
+            examples = examples_from_input(request.input)
+            if not examples:
+                raise InvalidArgument("Input is empty")
+            return signature_name, {input_name: serialized_examples(examples)}
+
+        prediction = await self.inference.predict(
+            "grpc", spec.name, version, label, decode, _timeout(context)
+        )
+        return prediction.outputs, prediction.version, signature_name
 
     def _unimplemented(self, method: str) -> Handler:
         async def refuse(request: Message, context: grpc.aio.ServicerContext) -> Message:

@@ -4,6 +4,7 @@ Paths (TF Serving's grammar, matched case-insensitively under `/v1/`):
   GET  /v1/models/{m}[/versions/{v} | /labels/{l}]            model status
   GET  /v1/models/{m}[/versions/{v} | /labels/{l}]/metadata   signature defs
   POST /v1/models/{m}[/versions/{v} | /labels/{l}]:predict    inference
+  POST ...:classify, ...:regress      tf.Example inputs, for classify/regress signatures
 and ferry's additions: GET /v1/models (every model, its versions and states).
 Errors are `{"error": "..."}` with TF Serving's status-code-to-HTTP mapping.
 """
@@ -19,11 +20,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry.codecs.tf_example import (
+    example_input,
+    examples_from_json,
+    results_json,
+    serialized_examples,
+)
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
     decode_predict_body,
     encode_predict_response,
     parse_json,
+    signature_name_of,
 )
 from ferry.errors import (
     FerryError,
@@ -31,7 +39,6 @@ from ferry.errors import (
     InvalidArgument,
     NotFound,
     StatusCode,
-    Unimplemented,
 )
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager, VersionRecord
@@ -156,14 +163,11 @@ class TFServingRest:
         if match is None:
             raise InvalidArgument(f"Malformed request: POST {path}")
         method = match["method"].lower()
-        if method in ("classify", "regress"):
-            raise Unimplemented(
-                f"{method} needs a model with a {method} signature; ferry serves "
-                f"{method} for TensorFlow models that have one. Use :predict for this model."
-            )
-        if method != "predict":
+        if method not in ("predict", "classify", "regress"):
             raise InvalidArgument(f"Malformed request: POST {path}")
         body = parse_json(await read_body(scope, receive, self.max_request_bytes))
+        if method != "predict":
+            return await self._classify_or_regress(method, match, body)
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
@@ -177,6 +181,24 @@ class TFServingRest:
         )
         assert decoded is not None
         return encode_predict_response(prediction.outputs, decoded.format)
+
+    async def _classify_or_regress(self, method: str, match: re.Match[str], body: object) -> bytes:
+        """`:classify` / `:regress`: the examples become the signature's serialized
+        tf.Example input and take the Predict path; `{"results": [...]}` comes back."""
+
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            name = signature_name_of(body)
+            _, input_name = example_input(served.signatures, name, method)
+            examples = examples_from_json(body)
+            if not examples:
+                raise InvalidArgument("Input is empty")
+            return name, {input_name: serialized_examples(examples)}
+
+        version = int(match["version"]) if match["version"] else None
+        prediction = await self.inference.predict(
+            "rest", match["model"], version, match["label"], decode
+        )
+        return orjson.dumps({"results": results_json(method, prediction.outputs)}, option=_PRETTY)
 
     def _get(self, match: re.Match[str]) -> Response:
         model, label = match["model"], match["label"]
@@ -197,11 +219,18 @@ class TFServingRest:
                 records = self.manager.version_status(name)
             except NotFound:
                 records = []
+            storage = self.manager.storage_status(name)
             models.append(
                 {
                     "name": name,
                     "model_version_status": [_status(r) for r in records],
                     "version_labels": {k: str(v) for k, v in self.manager.labels(name).items()},
+                    # ferry addition: whether the model's storage answers. An error here
+                    # leaves the versions above serving; the storage is retried.
+                    "storage_status": {
+                        "error_code": storage.error_code.name if storage else "OK",
+                        "error_message": storage.error_message if storage else "",
+                    },
                 }
             )
         return _json({"models": models})

@@ -24,7 +24,10 @@ from ferry.tensors import DEFAULT_SIGNATURE, Signature
 SERVER_NAME = "ferry"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 # Triton's platform/backend names per ferry runtime format (what its clients expect).
-_PLATFORMS = {"onnx": ("onnxruntime_onnx", "onnxruntime")}
+_PLATFORMS = {
+    "onnx": ("onnxruntime_onnx", "onnxruntime"),
+    "pytorch": ("pytorch_libtorch", "pytorch"),
+}
 # How long a repository load/unload call waits for the watcher to apply it.
 _REPOSITORY_TIMEOUT_SECONDS = 600.0
 _INDEX_STATE = {
@@ -223,7 +226,12 @@ class V2Models:
                 except NotFound:
                     records = []
             if not records:
-                reason = "unloaded" if not watcher.is_enabled(spec.name) else ""
+                storage = self.manager.storage_status(spec.name)
+                reason = (
+                    "unloaded"
+                    if not watcher.is_enabled(spec.name)
+                    else (storage.error_message if storage else "")
+                )
                 entries.append({"name": spec.name, "state": "UNAVAILABLE", "reason": reason})
                 continue
             for record in sorted(records, key=lambda r: r.version):

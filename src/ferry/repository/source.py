@@ -2,14 +2,16 @@
 
 A `VersionSource` lists the versions in storage, each with a fingerprint that
 changes whenever the folder's content changes, and hands out a local folder to
-load from. The local-disk source is the only one for now; object storage will be
-another implementation of the same interface.
+load from. Local disk is one implementation; object storage (s3_source.py) is the
+other: it lists versions remotely and `materialize`s one into a local cache folder,
+so whatever loads a version only ever sees local paths.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from pathlib import Path
 # Where ferry caches files it derives from a version (see runtimes/accelerate.py).
 CACHE_DIR_NAME = ".ferry"
 
-Fingerprint = tuple[tuple[str, int, int], ...]
+# Object storage uses (key, size, ETag) instead: any value that changes with the content.
+Fingerprint = tuple[tuple[str, int, int | str], ...]
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,10 @@ class StoredVersion:
     """One version folder as found in storage."""
 
     version: int
-    path: Path
+    path: Path  # local once materialized; before that, where it will be
     fingerprint: Fingerprint
+    # The local folder with the model-level files (batching_params.pbtxt, ferry.toml).
+    model_dir: Path | None = None
 
 
 class VersionSource(ABC):
@@ -37,6 +42,15 @@ class VersionSource(ABC):
     @abstractmethod
     def list_versions(self) -> dict[int, StoredVersion]:
         """Every integer-named version folder, with its current fingerprint."""
+
+    def materialize(self, stored: StoredVersion) -> StoredVersion:
+        """`stored` with its files in the local folder `stored.path`, complete (remote
+        sources download it, atomically); errors propagate. Local versions already are."""
+        return stored
+
+    def retain(self, keep: Iterable[Path]) -> None:
+        """A hint after each sync: local copies outside `keep` are no longer needed."""
+        return None
 
 
 class LocalVersionSource(VersionSource):
@@ -56,7 +70,7 @@ class LocalVersionSource(VersionSource):
                 continue
             version_dir = Path(entry.path)
             found[int(entry.name)] = StoredVersion(
-                int(entry.name), version_dir, fingerprint(version_dir)
+                int(entry.name), version_dir, fingerprint(version_dir), self.base_path
             )
         return found
 

@@ -4,6 +4,11 @@ A version folder counts only once its content fingerprint is the same in two
 scans `settle_seconds` apart, so a folder that is still being copied is never
 loaded half-written. (If a slow copy still slips through, the load fails, the
 previous version keeps serving, and the load is retried when the content changes.)
+
+The source of each model is chosen by its base path: a local folder, or an `s3://`
+URL whose aspired versions are downloaded into a local cache (`materialize`) before
+the manager sees them. Storage that cannot be read is reported in the model's status
+and retried with exponential backoff; the versions already loaded keep serving.
 """
 
 from __future__ import annotations
@@ -12,12 +17,50 @@ import logging
 import threading
 import time
 
+from ferry.errors import FerryError, StatusCode, StorageError
 from ferry.manager import ModelManager
 from ferry.model_config import ModelSpec
 from ferry.repository.catalog import ModelCatalog
+from ferry.repository.location import (
+    S3_EXTRA_HINT,
+    BasePath,
+    ObjectStoreOptions,
+    S3Url,
+    s3_support_installed,
+)
 from ferry.repository.source import LocalVersionSource, StoredVersion, VersionSource
 
 log = logging.getLogger(__name__)
+
+# Retries of unreadable storage back off from one poll interval up to this.
+MAX_RETRY_SECONDS = 30.0
+_CATALOG = "\0catalog"  # the backoff key of the catalog itself (no model has this name)
+
+
+class RetrySchedule:
+    """When to try unreadable storage again: after the first failure at the next poll,
+    then after twice as long each time, up to `max_seconds`, so that an outage costs
+    a few requests per minute instead of one per poll, and recovery is still seen soon."""
+
+    def __init__(self, base_seconds: float, max_seconds: float = MAX_RETRY_SECONDS) -> None:
+        self.base_seconds = max(base_seconds, 0.0)
+        self.max_seconds = max_seconds
+        self._failures: dict[str, int] = {}
+        self._next_try: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        return time.monotonic() >= self._next_try.get(key, 0.0)
+
+    def failed(self, key: str) -> float:
+        """Record a failure; returns the seconds until the next try."""
+        count = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(self.base_seconds * 2 ** (count - 1), self.max_seconds)
+        self._next_try[key] = time.monotonic() + delay
+        return delay
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+        self._next_try.pop(key, None)
 
 
 class RepositoryWatcher:
@@ -33,6 +76,7 @@ class RepositoryWatcher:
         manager: ModelManager,
         poll_seconds: float,
         settle_seconds: float = 0.5,
+        object_store: ObjectStoreOptions | None = None,
     ) -> None:
         self.catalog = catalog
         self.manager = manager
@@ -40,6 +84,11 @@ class RepositoryWatcher:
         self.settle_seconds = settle_seconds
         self._confirmed: dict[tuple[str, int], StoredVersion] = {}
         self._source_errors: dict[str, str] = {}
+        self.object_store = object_store or ObjectStoreOptions()
+        # Remote sources hold a client and the last listing: one per base path, reused.
+        self._remote_sources: dict[BasePath, VersionSource] = {}
+        self._retries = RetrySchedule(poll_seconds)
+        self._last_specs: dict[str, ModelSpec] = {}
         self._disabled: set[str] = set()
         self._stop = threading.Event()
         # Poll requests from APIs (config reload, model load/unload): a counter of finished
@@ -129,6 +178,8 @@ class RepositoryWatcher:
 
     def poll_once(self) -> None:
         """Scan every model, wait for new content to settle, and sync the manager."""
+        if not self._retries.due(_CATALOG):
+            return
         try:
             specs = {
                 spec.name: spec
@@ -136,8 +187,23 @@ class RepositoryWatcher:
                 if spec.name not in self._disabled
             }
         except Exception as exc:
-            log.error("cannot list models: %s", exc)
+            if isinstance(exc, StorageError):
+                delay = self._retries.failed(_CATALOG)
+                log.error("cannot list models (next try in %.1fs): %s", delay, exc)
+            else:
+                log.error("cannot list models: %s", exc)
+            # The models found before keep serving; their status says why nothing changes.
+            for name in self.manager.model_names():
+                if name in self._last_specs:
+                    self._report_error(self._last_specs[name], exc, log_it=False)
             return
+        self._retries.succeeded(_CATALOG)
+        self._last_specs = specs
+        self._remote_sources = {
+            base: source
+            for base, source in self._remote_sources.items()
+            if any(spec.base_path == base for spec in specs.values())
+        }
         for name in self.manager.model_names():
             if name not in specs:
                 self.manager.remove_model(name)
@@ -159,21 +225,85 @@ class RepositoryWatcher:
                 continue
             if self.settle_seconds <= 0:
                 self._confirm(name, stored, stored)
-            self.manager.sync(specs[name], self._settled(name, stored))
+            spec = specs[name]
+            source = self._source(spec)
+            try:
+                local = self._materialize(source, spec, self._settled(name, stored))
+            except Exception as exc:
+                # Nothing new loads; what serves keeps serving. Retried with backoff.
+                self._report_error(spec, exc)
+                continue
+            self._storage_ok(spec)
+            self.manager.sync(spec, local)
+            try:
+                source.retain(s.path for s in local.values())
+            except OSError as exc:
+                log.warning("model %s: cannot clean the download cache: %s", name, exc)
+
+    def _materialize(
+        self, source: VersionSource, spec: ModelSpec, settled: dict[int, StoredVersion]
+    ) -> dict[int, StoredVersion]:
+        """The settled versions, those the policy wants served made local first; the
+        others are passed on as listed (the manager only loads aspired versions)."""
+        aspired = spec.policy.select(settled)
+        return {
+            version: source.materialize(stored) if version in aspired else stored
+            for version, stored in settled.items()
+        }
 
     def _scan(self, spec: ModelSpec) -> dict[int, StoredVersion] | None:
+        if not self._retries.due(spec.name):
+            return None
         try:
             stored = self._source(spec).list_versions()
         except Exception as exc:
-            message = str(exc)
-            if self._source_errors.get(spec.name) != message:
-                log.error("model %s: cannot list versions: %s", spec.name, message)
-                self._source_errors[spec.name] = message
+            self._report_error(spec, exc)
             return None
-        self._source_errors.pop(spec.name, None)
         return stored
 
+    def _storage_ok(self, spec: ModelSpec) -> None:
+        """The model's storage was listed and its aspired versions are local: clear the
+        error and the backoff (only now, so a download that keeps failing backs off)."""
+        self._retries.succeeded(spec.name)
+        if self._source_errors.pop(spec.name, None) is not None:
+            log.info("model %s: storage %s readable again", spec.name, spec.base_path)
+            self.manager.clear_storage_error(spec.name)
+
+    def _report_error(self, spec: ModelSpec, exc: Exception, log_it: bool = True) -> None:
+        """Show a storage failure in the model's status and schedule the next try."""
+        message = str(exc)
+        # Only object storage backs off: a local folder costs nothing to look at again.
+        delay = self._retries.failed(spec.name) if isinstance(exc, StorageError) else 0.0
+        if log_it and self._source_errors.get(spec.name) != message:
+            log.error(
+                "model %s: cannot read versions (next try in %.1fs): %s",
+                spec.name,
+                max(delay, self.poll_seconds),
+                message,
+            )
+        self._source_errors[spec.name] = message
+        if isinstance(exc, FerryError):
+            code = exc.code
+        elif isinstance(exc, FileNotFoundError):
+            code = StatusCode.NOT_FOUND
+        elif isinstance(exc, PermissionError):
+            code = StatusCode.PERMISSION_DENIED
+        else:
+            code = StatusCode.UNAVAILABLE
+        self.manager.report_storage_error(spec, code, message)
+
     def _source(self, spec: ModelSpec) -> VersionSource:
+        """The source for the base path's kind: local folder or object storage."""
+        if isinstance(spec.base_path, S3Url):
+            source = self._remote_sources.get(spec.base_path)
+            if source is None:
+                if not s3_support_installed():
+                    raise StorageError(S3_EXTRA_HINT, StatusCode.FAILED_PRECONDITION)
+                from ferry.repository.s3_source import S3VersionSource  # needs boto3
+
+                source = S3VersionSource(spec.base_path, self.object_store)
+                self._remote_sources[spec.base_path] = source
+            return source
         return LocalVersionSource(spec.base_path)
 
     def _is_new(self, name: str, stored: StoredVersion) -> bool:

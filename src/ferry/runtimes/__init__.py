@@ -6,10 +6,26 @@ from pathlib import Path
 
 from ferry.model_options import ModelOptions
 from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.runtimes.keras import KerasRuntime
 from ferry.runtimes.onnx import OnnxRuntime
+from ferry.runtimes.python import PythonRuntime
+from ferry.runtimes.sklearn_pickle import SklearnPickleRuntime
+from ferry.runtimes.tensorflow import TensorFlowRuntime
+from ferry.runtimes.tflite import TFLiteRuntime
+from ferry.runtimes.torch import TorchRuntime
 
 # Checked in order; the first runtime that recognises a version folder loads it.
-RUNTIMES: list[type[Runtime]] = [OnnxRuntime]
+# A `model.py` comes first: it says "this folder is custom code", typically wrapping a
+# model file of another format that sits beside it (a folder without one is unaffected).
+RUNTIMES: list[type[Runtime]] = [
+    PythonRuntime,
+    OnnxRuntime,
+    TensorFlowRuntime,
+    KerasRuntime,
+    TFLiteRuntime,
+    TorchRuntime,
+    SklearnPickleRuntime,
+]
 
 
 def runtime_for(

@@ -54,7 +54,10 @@ def accelerate_onnx(runtime: Runtime, options: RuntimeOptions, tolerance: float)
             exc,
         )
         return runtime
-    problem = _mismatch(runtime, candidate, tolerance)
+    try:
+        problem = _mismatch(runtime, candidate, tolerance)
+    except Exception as exc:  # e.g. the export declares other dtypes: not a load failure
+        problem = f"comparing outputs failed: {type(exc).__name__}: {exc}"
     if problem:
         candidate.unload()
         log.warning(

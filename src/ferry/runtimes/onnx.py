@@ -76,11 +76,18 @@ class OnnxRuntime(Runtime):
     platforms = ("onnx", "onnxruntime", "onnxruntime_onnx")
 
     def __init__(
-        self, version_dir: Path, options: RuntimeOptions, model_file: Path | None = None
+        self,
+        version_dir: Path,
+        options: RuntimeOptions,
+        model_file: Path | None = None,
+        providers: list[str | tuple[str, dict[str, str]]] | None = None,
     ) -> None:
-        """`model_file` overrides the file found in `version_dir` (an accelerated export)."""
+        """`model_file` overrides the file found in `version_dir` (an accelerated export or a
+        lower-precision variant); `providers` are onnxruntime execution providers in order of
+        preference (default: CPU only; see ferry.runtimes.precision for the GPU ones)."""
         super().__init__(version_dir, options)
         self._model_file = model_file
+        self._providers = providers or ["CPUExecutionProvider"]
         self._session: ort.InferenceSession | None = None
         self._signatures: dict[str, Signature] = {}
         self._output_names: list[str] = []
@@ -100,7 +107,7 @@ class OnnxRuntime(Runtime):
         session_options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         session_options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         session = ort.InferenceSession(
-            str(model_file), sess_options=session_options, providers=["CPUExecutionProvider"]
+            str(model_file), sess_options=session_options, providers=self._providers
         )
         inputs = {arg.name: _spec(arg) for arg in session.get_inputs()}
         outputs = {arg.name: _spec(arg) for arg in session.get_outputs()}
@@ -111,6 +118,16 @@ class OnnxRuntime(Runtime):
     @property
     def signatures(self) -> dict[str, Signature]:
         return self._signatures
+
+    @property
+    def model_file(self) -> Path | None:
+        """The file this runtime loads (None when the folder holds no ONNX model)."""
+        return self._model_file or find_model_file(self.version_dir)
+
+    @property
+    def active_providers(self) -> list[str]:
+        """The execution providers the loaded session uses, in order (empty before load)."""
+        return self._session.get_providers() if self._session is not None else []
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session

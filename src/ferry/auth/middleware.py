@@ -1,0 +1,298 @@
+"""`ferry serve --auth FILE`: every request proves a key from the file, or is refused
+before any protocol handler sees it.
+
+HTTP (an ASGI wrapper around the whole app):
+- `Authorization: AWS4-HMAC-SHA256 ...`: SigV4 for service `sagemaker` (`ferry.auth.sigv4`),
+  what boto3's `sagemaker-runtime` client sends; works for every REST path too.
+- `Authorization: Bearer <token>`: a token key, for curl, TF Serving / V2 REST clients
+  and Prometheus.
+- Open without credentials: `/v2/health/live`, `/v2/health/ready` and `/ping`
+  (load balancers and SageMaker's health checks send none). Metrics are protected:
+  they name models and traffic.
+- Refused: 403, in the path's error form: under `/endpoints/` the runtime API's
+  (`x-amzn-ErrorType` MissingAuthenticationToken, IncompleteSignature,
+  UnrecognizedClientException or InvalidSignatureException, `{"message"}`), elsewhere
+  TF Serving's and V2's `{"error": "..."}`.
+
+gRPC (a grpc.aio server interceptor): metadata `authorization: Bearer <token>`; refused
+calls end with UNAUTHENTICATED (the call carries no valid credentials; ferry has no
+per-key permissions, so PERMISSION_DENIED never applies). V2's ServerLive and
+ServerReady stay open, like the HTTP health paths. gRPC does not take SigV4: no gRPC
+client signs with it.
+
+Secrets never reach the log: refusals are logged at debug level with the reason and
+the key id at most, and counted in `ferry_auth_refused_total{api,reason}`. The time
+spent checking is counted in `ferry_auth_check_seconds_total` and
+`ferry_auth_checks_total`, so the per-request cost of `--auth` can be read off a
+running server (seconds / checks) without a separate benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import orjson
+from prometheus_client import CollectorRegistry, Counter
+
+from ferry.auth.keys import KeyStore
+from ferry.errors import FerryError
+from ferry.protocols.http_util import ClientDisconnected, Receive, Scope, Send, read_body
+
+log = logging.getLogger(__name__)
+
+OPEN_HTTP_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping"})
+OPEN_GRPC_METHODS = frozenset(
+    {
+        "/inference.GRPCInferenceService/ServerLive",
+        "/inference.GRPCInferenceService/ServerReady",
+    }
+)
+RUNTIME_PREFIX = "/endpoints/"
+_BEARER = "bearer "
+_SIGV4 = "AWS4-HMAC-SHA256"
+
+
+class AuthRefused(Exception):
+    """A request without valid credentials; `error_type` names the reason (AWS's names
+    for SigV4 failures, `InvalidToken` / `MissingAuthenticationToken` otherwise)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class AuthMetrics:
+    """Counters of checks, their time and refusals, on the server's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.checks = Counter(
+            "ferry_auth_checks", "Credential checks (--auth).", ["api"], registry=registry
+        )
+        self.seconds = Counter(
+            "ferry_auth_check_seconds",
+            "Time spent checking credentials (--auth), in seconds.",
+            ["api"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "ferry_auth_refused",
+            "Requests refused for missing or invalid credentials.",
+            ["api", "reason"],
+            registry=registry,
+        )
+        # Children resolved once: labels() costs a lock and a dict lookup per call.
+        self._checks = {api: self.checks.labels(api) for api in ("http", "grpc")}
+        self._seconds = {api: self.seconds.labels(api) for api in ("http", "grpc")}
+
+    def observe(self, api: str, seconds: float) -> None:
+        self._checks[api].inc()
+        self._seconds[api].inc(seconds)
+
+
+class Authenticator:
+    """Checks credentials against a KeyStore; shared by the HTTP and gRPC layers."""
+
+    def __init__(self, keys: KeyStore, metrics: AuthMetrics) -> None:
+        self.keys = keys
+        self.metrics = metrics
+        try:  # botocore is an optional dependency (ferry[aws]); bearer tokens need none
+            from ferry.auth import sigv4
+        except ImportError:
+            log.warning(
+                "--auth: botocore is not installed, so SigV4 requests are refused "
+                "(pip install 'ferry[aws]'); bearer tokens work"
+            )
+            sigv4 = None
+        self._sigv4 = sigv4
+
+    def check_bearer(self, value: str) -> str:
+        """The key id of a `Bearer <token>` header value, or AuthRefused."""
+        token = value[len(_BEARER) :].strip()
+        key_id = self.keys.token_id(token) if token else None
+        if key_id is None:
+            raise AuthRefused("InvalidToken", "The bearer token is not valid.")
+        return key_id
+
+    def check_http(self, scope: Scope, authorization: str, body: bytes | None) -> str:
+        """The key id behind an HTTP request's Authorization header, or AuthRefused."""
+        if authorization[: len(_BEARER)].lower() == _BEARER:
+            return self.check_bearer(authorization)
+        if authorization.startswith(_SIGV4):
+            assert body is not None
+            if self._sigv4 is None:
+                raise AuthRefused(
+                    "IncompleteSignature", "SigV4 needs botocore on the server: use a token"
+                )
+            try:
+                return self._sigv4.verify(
+                    scope["method"],
+                    scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+                    scope.get("query_string", b"").decode("latin-1"),
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                    body,
+                    self.keys.secret_for,
+                )
+            except self._sigv4.SignatureError as exc:
+                raise AuthRefused(exc.error_type, exc.message) from None
+        raise AuthRefused(
+            "IncompleteSignature",
+            "Authorization must be AWS4-HMAC-SHA256 (SigV4) or Bearer <token>.",
+        )
+
+    def refuse(self, api: str, error: AuthRefused, where: str) -> None:
+        self.metrics.refused.labels(api, error.error_type).inc()
+        log.debug("refused %s: %s", where, error.error_type)
+
+
+class HttpAuth:
+    """ASGI wrapper: authenticates every HTTP request except the open health paths,
+    then hands it (body included, already read for SigV4) to the wrapped app."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        authenticator: Authenticator,
+        max_request_bytes: int,
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_HTTP_PATHS:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        authorization = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        body: bytes | None = None
+        try:
+            if not authorization:
+                raise AuthRefused("MissingAuthenticationToken", "Missing Authentication Token")
+            if authorization.startswith(_SIGV4):
+                # SigV4 signs the body: read it here (with the server's size limit) and
+                # hand the same bytes on.
+                body = await read_body(scope, receive, self.max_request_bytes)
+                # The handler would read the body anyway: only the check is auth's cost.
+                started = time.perf_counter()
+            self.authenticator.check_http(scope, authorization, body)
+        except AuthRefused as exc:
+            self.authenticator.metrics.observe("http", time.perf_counter() - started)
+            self.authenticator.refuse("http", exc, f"{scope['method']} {scope['path']}")
+            await _send_refusal(send, scope["path"], exc)
+            return
+        except ClientDisconnected:
+            return
+        except FerryError as exc:  # the body is over --max_request_bytes
+            refusal = AuthRefused("ValidationError", exc.message)
+            await _send_refusal(send, scope["path"], refusal, 413)
+            return
+        self.authenticator.metrics.observe("http", time.perf_counter() - started)
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive callable that yields the already-read body, then defers to the server
+    (so a later disconnect is still seen)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_refusal(send: Send, path: str, error: AuthRefused, status: int = 403) -> None:
+    if path.startswith(RUNTIME_PREFIX):
+        body = orjson.dumps({"message": error.message})
+        headers = [(b"x-amzn-errortype", error.error_type.encode())]
+    else:
+        body = orjson.dumps({"error": error.message})
+        headers = []
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GrpcAuth(grpc.aio.ServerInterceptor):
+    """Bearer tokens in the `authorization` metadata for every gRPC method but the open
+    health methods; a refused call gets UNAUTHENTICATED and never reaches a servicer."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method in OPEN_GRPC_METHODS:
+            return await continuation(handler_call_details)
+        started = time.perf_counter()
+        value = ""
+        for key, item in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                value = item if isinstance(item, str) else item.decode("latin-1")
+                break
+        try:
+            if not value:
+                raise AuthRefused(
+                    "MissingAuthenticationToken",
+                    "Missing credentials: send metadata authorization: Bearer <token>",
+                )
+            if value[: len(_BEARER)].lower() != _BEARER:
+                raise AuthRefused(
+                    "InvalidToken", "gRPC takes bearer tokens: authorization: Bearer <token>"
+                )
+            self.authenticator.check_bearer(value)
+        except AuthRefused as exc:
+            self.authenticator.metrics.observe("grpc", time.perf_counter() - started)
+            self.authenticator.refuse("grpc", exc, method)
+            handler = await continuation(handler_call_details)
+            return _refusing_handler(handler, exc.message)
+        self.authenticator.metrics.observe("grpc", time.perf_counter() - started)
+        return await continuation(handler_call_details)
+
+
+def _refusing_handler(
+    handler: grpc.RpcMethodHandler | None, message: str
+) -> grpc.RpcMethodHandler | None:
+    """A handler of the same shape as `handler` that ends the call UNAUTHENTICATED
+    without deserializing the request (unknown methods stay UNIMPLEMENTED)."""
+    if handler is None:
+        return None
+
+    async def deny(request_or_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny)
+    return grpc.unary_unary_rpc_method_handler(deny)

@@ -1,0 +1,1 @@
+"""Getting models to where they serve: packaging, object storage, endpoint targets."""

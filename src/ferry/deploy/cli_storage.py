@@ -1,0 +1,137 @@
+"""`ferry package`, `ferry unpack`, `ferry push`, `ferry pull`: a model folder to an
+archive and object storage, and back. Registered in ferry.cli with `add_command`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ferry.deploy.object_store import ObjectTarget, Transfer
+
+_ENDPOINT_HELP = (
+    "S3-compatible store (MinIO, moto, ...); default: AWS, or $AWS_ENDPOINT_URL_S3 / "
+    "$AWS_ENDPOINT_URL. Credentials: boto3's standard chain."
+)
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="model.tar.gz",
+    show_default=True,
+    help="The archive to write; its sha256 goes to OUTPUT.sha256.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["sagemaker", "ferry"]),
+    default="sagemaker",
+    show_default=True,
+    help="sagemaker: NAME/VERSION/... with code/ at the top (SageMaker's TensorFlow "
+    "Serving container); ferry: NAME/... as in a ferry model root.",
+)
+@click.option("--name", help="Model name in the archive (default: MODEL_DIR's name).")
+def package(model_dir: Path, output: Path, layout: str, name: str | None) -> None:
+    """Pack MODEL_DIR (NAME/VERSION/... or NAME/export/Servo/VERSION/..., with code/ when
+    present) into a reproducible model.tar.gz and print its sha256."""
+    from ferry.deploy.package import PackageError
+    from ferry.deploy.package import package as pack
+
+    try:
+        packed = pack(model_dir, output, layout, name)  # type: ignore[arg-type]
+    except PackageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {packed.archive} ({packed.entries} entries)")
+    click.echo(f"{packed.sha256}  {packed.archive.name}")
+
+
+@click.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def unpack(archive: Path, dest: Path) -> None:
+    """Extract a model ARCHIVE into DEST, refusing entries that would land outside DEST;
+    checked against ARCHIVE.sha256 when that file exists."""
+    from ferry.deploy.package import PackageError
+    from ferry.deploy.package import unpack as extract
+
+    try:
+        names = extract(archive, dest)
+    except PackageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"unpacked {len(names)} entries into {dest}")
+
+
+def _storage_command(function):
+    """The options every object-storage verb shares."""
+    function = click.option("--s3_endpoint_url", help=_ENDPOINT_HELP)(function)
+    function = click.option(
+        "--quiet", is_flag=True, help="No progress bar (it is also off when not a terminal)."
+    )(function)
+    return function
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("url")
+@_storage_command
+def push(source: Path, url: str, s3_endpoint_url: str | None, quiet: bool) -> None:
+    """Upload SOURCE (a file, e.g. model.tar.gz, or a folder) to URL (s3://bucket/key;
+    ending in '/', or a folder SOURCE: under that prefix). Multipart for large files;
+    files already there with the same size and ETag are skipped, so re-running an
+    interrupted push only sends what is missing."""
+    from ferry.deploy.object_store import plan_push
+
+    _transfer(url, s3_endpoint_url, quiet, True, lambda c, t: plan_push(c, source, t))
+
+
+@click.command()
+@click.argument("url")
+@click.argument("dest", type=click.Path(path_type=Path))
+@_storage_command
+def pull(url: str, dest: Path, s3_endpoint_url: str | None, quiet: bool) -> None:
+    """Download URL (one s3:// object, or every object under a prefix) to DEST.
+    Local files with the same size and ETag are skipped; each file appears under its
+    name only once complete."""
+    from ferry.deploy.object_store import plan_pull
+
+    _transfer(url, s3_endpoint_url, quiet, False, lambda c, t: plan_pull(c, t, dest))
+
+
+def _transfer(
+    url: str,
+    endpoint_url: str | None,
+    quiet: bool,
+    upload: bool,
+    plan: Callable[[Any, ObjectTarget], list[Transfer]],
+) -> None:
+    """Plan, then run the transfers with a progress bar, and summarise; storage errors
+    become a one-line message, not a traceback."""
+    from ferry.deploy.object_store import ObjectTarget, run_transfers, s3_client
+    from ferry.errors import StorageError
+
+    try:
+        target = ObjectTarget.parse(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+    client = s3_client(endpoint_url)
+    try:
+        items = plan(client, target)
+        run_transfers(
+            client, target.bucket, items, upload, show_progress=not quiet and sys.stderr.isatty()
+        )
+    except (StorageError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    moved = [item for item in items if not item.skip]
+    skipped = len(items) - len(moved)
+    click.echo(
+        f"{'uploaded' if upload else 'downloaded'} {len(moved)} files "
+        f"({sum(i.size for i in moved)} bytes)"
+        + (f", {skipped} unchanged skipped" if skipped else "")
+    )

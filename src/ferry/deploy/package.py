@@ -1,0 +1,233 @@
+"""`model.tar.gz` archives: a model folder packed as SageMaker expects it, and back.
+
+Layouts (`NAME` is the model's name, `VERSION` its integer version folders):
+
+  sagemaker  NAME/VERSION/...  plus `code/` (custom handlers, `code/inference.py`) at the
+             top, where the SageMaker TensorFlow Serving container and `ferry serve
+             --sagemaker` look for it; model-level files (batching_params.pbtxt,
+             ferry.toml) stay in NAME/.
+  ferry      NAME/... exactly as in a ferry model root (code/ inside NAME/), so that
+             `ferry unpack model.tar.gz models/` gives back a servable model folder.
+
+A model folder may hold its versions directly (`NAME/VERSION/`) or in the TF Estimator
+export layout (`NAME/export/Servo/VERSION/`); the archive always has `NAME/VERSION/`.
+
+Archives are reproducible: the same files give the same bytes (sorted entries; mtime
+fixed at $SOURCE_DATE_EPOCH or 0; uid/gid 0 with no owner names; modes 0644, or 0755
+for folders and executables; a gzip header without name or time), so a checksum says
+whether a model changed. `unpack` checks every entry before it writes anything and
+refuses absolute paths, `..`, links and special files that could reach outside the
+target folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from ferry.model_config import BATCHING_FILE_NAME
+from ferry.model_options import OPTIONS_FILE
+from ferry.repository.source import CACHE_DIR_NAME
+
+Layout = Literal["sagemaker", "ferry"]
+CODE_DIR = "code"
+SERVO_DIR = ("export", "Servo")
+CHECKSUM_SUFFIX = ".sha256"
+# Never packed: ferry's derived caches, Python bytecode, editor and OS litter.
+_SKIPPED_NAMES = {CACHE_DIR_NAME, "__pycache__", ".DS_Store", ".ipynb_checkpoints"}
+_MODEL_LEVEL_FILES = (BATCHING_FILE_NAME, OPTIONS_FILE)
+
+
+class PackageError(ValueError):
+    """The model folder cannot be packed, or the archive cannot be safely unpacked."""
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A written archive, its sha256 (hex) and the checksum file beside it."""
+
+    archive: Path
+    sha256: str
+    checksum_file: Path
+    entries: int
+
+
+def package(
+    model_dir: Path,
+    output: Path,
+    layout: Layout = "sagemaker",
+    name: str | None = None,
+) -> Packed:
+    """Pack `model_dir` into `output` (written atomically) and `output`.sha256."""
+    if layout not in ("sagemaker", "ferry"):
+        raise PackageError(f"unknown layout {layout!r}")
+    model_dir = model_dir.resolve()
+    if not model_dir.is_dir():
+        raise PackageError(f"{model_dir} is not a folder")
+    name = name or model_dir.name
+    if not name or "/" in name or name in (".", ".."):
+        raise PackageError(f"not a usable model name: {name!r}")
+    versions_dir = model_dir / Path(*SERVO_DIR)
+    if not _version_folders(versions_dir):
+        versions_dir = model_dir
+    versions = _version_folders(versions_dir)
+    if not versions:
+        raise PackageError(
+            f"{model_dir} has no integer version folders (NAME/VERSION/ or "
+            "NAME/export/Servo/VERSION/)"
+        )
+    members: dict[str, Path | None] = {}  # archive name -> local file or folder (None: a folder)
+    for version in versions:
+        _add_tree(members, version, f"{name}/{int(version.name)}")
+    for file_name in _MODEL_LEVEL_FILES:
+        if (model_dir / file_name).is_file():
+            members[f"{name}/{file_name}"] = model_dir / file_name
+    code = model_dir / CODE_DIR
+    if code.is_dir():
+        _add_tree(members, code, CODE_DIR if layout == "sagemaker" else f"{name}/{CODE_DIR}")
+    for archive_name in list(members):  # every parent folder gets its own entry
+        for parent in PurePosixPath(archive_name).parents:
+            if str(parent) != ".":
+                members.setdefault(str(parent), None)
+
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging_name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    staging = Path(staging_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            _write_archive(raw, members)
+        digest = file_sha256(staging)
+        os.replace(staging, output)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    checksum_file = output.with_name(output.name + CHECKSUM_SUFFIX)
+    # sha256sum's format, so `sha256sum -c model.tar.gz.sha256` checks it.
+    checksum_file.write_text(f"{digest}  {output.name}\n")
+    return Packed(output, digest, checksum_file, len(members))
+
+
+def unpack(archive: Path, dest: Path) -> list[str]:
+    """Extract `archive` into `dest` after checking every entry; returns the names.
+
+    When `archive`.sha256 exists beside it, the archive must match it.
+    """
+    checksum_file = archive.with_name(archive.name + CHECKSUM_SUFFIX)
+    if checksum_file.is_file():
+        expected = (checksum_file.read_text().split() or [""])[0]
+        actual = file_sha256(archive)
+        if expected != actual:
+            raise PackageError(
+                f"{archive}: sha256 {actual} does not match {checksum_file} ({expected})"
+            )
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, root)
+            # Checked above with clear messages; the standard "data" filter also applies
+            # (it drops setuid bits and refuses anything it considers unsafe).
+            tar.extractall(root, members=members, filter="data")
+    except tarfile.TarError as exc:
+        raise PackageError(f"{archive}: {exc}") from None
+    return [m.name for m in members]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version_folders(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = [
+        entry
+        for entry in folder.iterdir()
+        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir()
+    ]
+    numbers = [int(entry.name) for entry in found]
+    if len(set(numbers)) != len(numbers):
+        raise PackageError(f"{folder}: two version folders have the same number")
+    return sorted(found, key=lambda entry: int(entry.name))
+
+
+def _add_tree(members: dict[str, Path | None], folder: Path, prefix: str) -> None:
+    """`folder` and everything below it (links followed) as `prefix/...`."""
+    members[prefix] = folder
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d not in _SKIPPED_NAMES]
+        relative = PurePosixPath(Path(dirpath).relative_to(folder).as_posix())
+        for child in dirnames + filenames:
+            if child in _SKIPPED_NAMES:
+                continue
+            path = Path(dirpath) / child
+            if not path.exists():  # a dangling link
+                raise PackageError(f"{path} is a broken link")
+            members[str(PurePosixPath(prefix) / relative / child)] = path
+
+
+def _source_date() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(value) if value.isdigit() else 0
+
+
+def _write_archive(raw: io.BufferedIOBase, members: dict[str, Path | None]) -> None:
+    mtime = _source_date()
+    # No file name and a zero time in the gzip header: same input, same bytes.
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for archive_name in sorted(members):
+            path = members[archive_name]
+            info = tarfile.TarInfo(archive_name)
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            # Links are followed: the archive holds plain files and folders only.
+            st = path.stat() if path is not None else None
+            if st is None or stat.S_ISDIR(st.st_mode):
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif stat.S_ISREG(st.st_mode):
+                info.size = st.st_size
+                info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+                with open(path, "rb") as file:
+                    tar.addfile(info, file)
+            else:
+                raise PackageError(f"{path} is neither a file nor a folder")
+
+
+def _check_member(member: tarfile.TarInfo, root: Path) -> None:
+    """Refuse an entry that would land (or point) outside `root`, or a special file."""
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or (parts and parts[0].endswith(":")) or ".." in parts:
+        raise PackageError(f"refusing {name!r}: it would be written outside the target")
+    target = (root / name).resolve()
+    if not target.is_relative_to(root):
+        raise PackageError(f"refusing {name!r}: it would be written outside the target")
+    if member.issym() or member.islnk():
+        base = target.parent if member.issym() else root
+        linked = (base / member.linkname).resolve()
+        if PurePosixPath(member.linkname).is_absolute() or not linked.is_relative_to(root):
+            raise PackageError(
+                f"refusing {name!r}: a link to {member.linkname!r} outside the target"
+            )
+    elif not (member.isfile() or member.isdir()):
+        raise PackageError(f"refusing {name!r}: not a regular file or folder")

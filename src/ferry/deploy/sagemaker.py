@@ -1,0 +1,253 @@
+"""SageMaker real-time endpoints for ferry models: the control-plane calls behind
+`ferry deploy sagemaker`, `ferry endpoints` and `ferry invoke`.
+
+A deploy creates a new Model and EndpointConfig, both named `<endpoint>-<UTC time>`,
+then creates the endpoint or, when it exists, updates it to the new config. New names
+per deploy are what lets UpdateEndpoint roll the fleet over while the old one keeps
+serving (SageMaker refuses to change a config in place). The container is ferry's image
+(`Dockerfile`), run with FERRY_SAGEMAKER=true, so it serves the contract on port 8080.
+
+Every call takes a boto3 client made by `sagemaker_client`, so tests point them at
+moto's server and users at any region or endpoint URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+VARIANT = "AllTraffic"
+# The status an endpoint settles in; anything else but Failed is still moving.
+IN_SERVICE = "InService"
+FAILED_STATES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
+# What deploy writes into the container's environment.
+CONTAINER_ENVIRONMENT = {"FERRY_SAGEMAKER": "true"}
+
+
+class DeployError(Exception):
+    """A control-plane call failed or the endpoint did not reach InService."""
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Everything `ferry deploy sagemaker` needs to create or update one endpoint."""
+
+    endpoint_name: str
+    model_data_url: str
+    instance_type: str
+    instance_count: int
+    role_arn: str
+    image: str
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    endpoint_name: str
+    model_name: str
+    config_name: str
+    updated: bool  # True: an existing endpoint moved to the new config
+
+
+def boto3_session(region: str | None = None, profile: str | None = None):
+    """A boto3 session (credentials and region from the standard AWS chain unless
+    given); a clear error when boto3 is missing."""
+    try:
+        import boto3
+    except ImportError:  # pragma: no cover - the aws extra is not installed
+        raise DeployError("this command needs boto3: pip install 'ferry[aws]'") from None
+    return boto3.session.Session(region_name=region, profile_name=profile)
+
+
+def sagemaker_client(session, endpoint_url: str | None = None):
+    return session.client("sagemaker", endpoint_url=endpoint_url)
+
+
+def ferry_version() -> str:
+    try:
+        return version("ferry")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "latest"
+
+
+def default_image(session, endpoint_url: str | None = None) -> str:
+    """ferry's image in the caller's own ECR (`<account>.dkr.ecr.<region>.amazonaws.com/
+    ferry:<version>`): AWS publishes no ferry image, so the README's build-and-push
+    step puts it there."""
+    sts = session.client("sts", endpoint_url=endpoint_url)
+    account = sts.get_caller_identity()["Account"]
+    region = session.region_name or "us-east-1"
+    return f"{account}.dkr.ecr.{region}.amazonaws.com/ferry:{ferry_version()}"
+
+
+def resource_name(endpoint_name: str, now: datetime | None = None) -> str:
+    """`<endpoint>-<YYYYMMDD-HHMMSS>`, cut to SageMaker's 63 characters."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"{endpoint_name[: 63 - len(stamp) - 1]}-{stamp}"
+
+
+def endpoint_status(client, name: str) -> dict[str, Any] | None:
+    """DescribeEndpoint, or None when there is no such endpoint."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return client.describe_endpoint(EndpointName=name)
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        if exc.response.get("Error", {}).get("Code") in (
+            "ValidationException",
+            "ResourceNotFound",
+        ) and ("Could not find" in message or "not found" in message.lower()):
+            return None
+        raise
+
+
+def deploy(client, spec: DeploySpec, now: datetime | None = None) -> DeployResult:
+    """CreateModel, CreateEndpointConfig, then CreateEndpoint or UpdateEndpoint."""
+    from botocore.exceptions import ClientError
+
+    name = resource_name(spec.endpoint_name, now)
+    try:
+        client.create_model(
+            ModelName=name,
+            ExecutionRoleArn=spec.role_arn,
+            PrimaryContainer={
+                "Image": spec.image,
+                "ModelDataUrl": spec.model_data_url,
+                "Environment": {**CONTAINER_ENVIRONMENT, **spec.environment},
+            },
+        )
+        client.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT,
+                    "ModelName": name,
+                    "InstanceType": spec.instance_type,
+                    "InitialInstanceCount": spec.instance_count,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+        )
+        existing = endpoint_status(client, spec.endpoint_name)
+        if existing is None:
+            client.create_endpoint(EndpointName=spec.endpoint_name, EndpointConfigName=name)
+        else:
+            client.update_endpoint(EndpointName=spec.endpoint_name, EndpointConfigName=name)
+    except ClientError as exc:
+        raise DeployError(_client_error(exc)) from None
+    return DeployResult(spec.endpoint_name, name, name, updated=existing is not None)
+
+
+def wait_in_service(
+    client,
+    name: str,
+    poll_seconds: float = 15.0,
+    timeout_seconds: float = 3600.0,
+    on_status: Callable[[str, float], None] = lambda status, elapsed: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll DescribeEndpoint until InService (returned), Failed (DeployError with
+    SageMaker's FailureReason) or the timeout; `on_status` sees every poll."""
+    started = time.monotonic()
+    while True:
+        described = endpoint_status(client, name)
+        if described is None:
+            raise DeployError(f"endpoint {name} does not exist (deleted while waiting?)")
+        status = described["EndpointStatus"]
+        elapsed = time.monotonic() - started
+        on_status(status, elapsed)
+        if status == IN_SERVICE:
+            return described
+        if status in FAILED_STATES:
+            reason = described.get("FailureReason", "no reason given")
+            raise DeployError(f"endpoint {name} is {status}: {reason}")
+        if elapsed > timeout_seconds:
+            raise DeployError(
+                f"endpoint {name} is still {status} after {timeout_seconds:.0f} s; "
+                f"follow it with `ferry endpoints describe {name}`"
+            )
+        sleep(poll_seconds)
+
+
+def describe(client, name: str) -> dict[str, Any]:
+    """The endpoint with its config's variants (instance type and count)."""
+    from botocore.exceptions import ClientError
+
+    described = endpoint_status(client, name)
+    if described is None:
+        raise DeployError(f"no endpoint {name}")
+    try:
+        config = client.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+    except ClientError as exc:
+        raise DeployError(_client_error(exc)) from None
+    return {"endpoint": described, "config": config}
+
+
+def list_endpoints(client) -> list[dict[str, Any]]:
+    endpoints: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_endpoints").paginate():
+        endpoints.extend(page["Endpoints"])
+    return endpoints
+
+
+def delete(client, name: str, keep_config: bool = False) -> list[str]:
+    """Delete the endpoint and (unless `keep_config`) its config and the config's
+    models; returns what was deleted, as `kind name`."""
+    from botocore.exceptions import ClientError
+
+    info = describe(client, name)
+    config = info["config"]
+    deleted = []
+    try:
+        client.delete_endpoint(EndpointName=name)
+        deleted.append(f"endpoint {name}")
+        if not keep_config:
+            client.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
+            deleted.append(f"endpoint config {config['EndpointConfigName']}")
+            for variant in config["ProductionVariants"]:
+                client.delete_model(ModelName=variant["ModelName"])
+                deleted.append(f"model {variant['ModelName']}")
+    except ClientError as exc:
+        raise DeployError(_client_error(exc)) from None
+    return deleted
+
+
+def invoke(
+    session,
+    name: str,
+    body: bytes,
+    content_type: str,
+    accept: str | None = None,
+    custom_attributes: str | None = None,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """InvokeEndpoint through `sagemaker-runtime` (AWS, or a ferry server's runtime API
+    when `endpoint_url` points at one)."""
+    from botocore.exceptions import ClientError
+
+    runtime = session.client(
+        "sagemaker-runtime",
+        endpoint_url=endpoint_url,
+        # A self-hosted server has a region only for the signature's sake.
+        region_name=session.region_name or "us-east-1",
+    )
+    extra = {k: v for k, v in (("Accept", accept), ("CustomAttributes", custom_attributes)) if v}
+    try:
+        return runtime.invoke_endpoint(
+            EndpointName=name, Body=body, ContentType=content_type, **extra
+        )
+    except ClientError as exc:
+        raise DeployError(_client_error(exc)) from None
+
+
+def _client_error(exc: Exception) -> str:
+    response = getattr(exc, "response", {}) or {}
+    error = response.get("Error", {})
+    code, message = error.get("Code", "Error"), error.get("Message", str(exc))
+    original = response.get("OriginalMessage")
+    return f"{code}: {message}" + (f"\n{original}" if original and original not in message else "")

@@ -1,0 +1,143 @@
+"""The key file of `ferry serve --auth` and `ferry keys create|list|revoke`: owner-only
+permissions, secrets shown once, tokens stored only as hashes, unsafe files refused at
+start-up with a message that says how to fix them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from support.models import scale_model, write_model
+
+from ferry.auth.keys import (
+    SIGV4,
+    TOKEN,
+    KeyFileError,
+    KeyStore,
+    add_key,
+    read_key_file,
+    token_hash,
+)
+from ferry.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_create_writes_an_owner_only_file_and_prints_the_secret_once(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    code, out, _ = run("keys", "create", "--file", str(path), "--name", "ci", "--json")
+    assert code == 0
+    created = json.loads(out)
+    assert created["id"].startswith("FKIA") and len(created["id"]) == 20
+    assert path.stat().st_mode & 0o777 == 0o600
+    code, listed, _ = run("keys", "list", "--file", str(path))
+    assert code == 0
+    assert created["id"] in listed and "ci" in listed
+    assert created["aws_secret_access_key"] not in listed
+
+
+def test_a_token_is_stored_as_its_hash_only(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    code, out, _ = run("keys", "create", "--file", str(path), "--kind", "token", "--json")
+    assert code == 0
+    token = json.loads(out)["token"]
+    text = path.read_text()
+    assert token not in text
+    assert token_hash(token) in text
+    assert KeyStore(path).token_id(token) == json.loads(out)["id"]
+    assert KeyStore(path).token_id(token + "x") is None
+
+
+def test_revoke_removes_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    kept, gone = add_key(path, SIGV4), add_key(path, TOKEN)
+    code, out, _ = run("keys", "revoke", "--file", str(path), gone.entry.id)
+    assert code == 0 and gone.entry.id in out
+    assert [e.id for e in read_key_file(path)] == [kept.entry.id]
+    code, _, err = run("keys", "revoke", "--file", str(path), "FKIANOSUCHKEY")
+    assert code != 0 and "no key FKIANOSUCHKEY" in err
+
+
+def test_every_keys_verb_answers_help() -> None:
+    for verb in ("create", "list", "revoke"):
+        code, out, _ = run("keys", verb, "--help")
+        assert code == 0 and "--file" in out
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    add_key(path, SIGV4)
+    path.chmod(0o640)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        KeyStore(path)
+    code, _, err = run("keys", "list", "--file", str(path))
+    assert code != 0 and "group or others" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_serve_refuses_an_unsafe_key_file_at_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    add_key(path, SIGV4)
+    path.chmod(0o644)
+    write_model(scale_model(1.0), tmp_path / "models" / "scale", 1)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferry.cli",
+            "serve",
+            str(tmp_path / "models"),
+            "--auth",
+            str(path),
+            "--rest_api_port",
+            "0",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "accessible by group or others" in result.stderr
+    assert "chmod 600" in result.stderr
+
+
+def test_a_missing_or_malformed_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="does not exist"):
+        KeyStore(tmp_path / "absent.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"keys": [{"id": "x", "kind": "sigv4"}]}')
+    bad.chmod(0o600)
+    with pytest.raises(KeyFileError, match="needs its `secret`"):
+        KeyStore(bad)
+
+
+def test_the_store_rereads_a_changed_file_and_keeps_good_keys_over_bad(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    first = add_key(path, SIGV4)
+    store = KeyStore(path, recheck_seconds=0)
+    assert store.secret_for(first.entry.id) == first.secret
+    second = add_key(path, SIGV4)
+    assert store.secret_for(second.entry.id) == second.secret
+    path.chmod(0o644)  # unsafe now: the last good keys stay
+    assert store.secret_for(second.entry.id) == second.secret
+
+
+def test_lookups_do_not_read_the_file_between_rechecks(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = add_key(path, SIGV4)
+    store = KeyStore(path, recheck_seconds=3600)
+    path.unlink()  # gone: lookups still answer from memory
+    assert store.secret_for(key.entry.id) == key.secret
