@@ -7,7 +7,7 @@ MODELS ?= models
 HOST ?= 0.0.0.0
 PORT ?= 8501
 
-.PHONY: serve test bench bench-quant lint protos clean
+.PHONY: serve test bench bench-quant bench-frameworks bench-deploy lint protos clean
 
 $(BIN)/ferry: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,23 @@ bench: $(BIN)/ferry
 # test extras (TensorFlow/Keras, scikit-learn). Report: benchmarks/results/quantization.md
 bench-quant: $(BIN)/ferry
 	$(BIN)/python benchmarks/quantization.py $(if $(QUICK),--quick)
+
+# mlp_small as a Keras SavedModel (TensorFlow runtime), the same with accelerate = "onnx",
+# and as TorchScript (PyTorch), each in its own `ferry serve`, wrk at 1 and 64 connections
+# (QUICK=1 for shorter runs); needs the test extras. Report: benchmarks/results/frameworks.md
+bench-frameworks: $(BIN)/ferry
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/frameworks.py $(if $(QUICK),--quick)
+
+# Deploy: cold start of mlp_large from S3 (moto's server) against a boto3 download plus
+# the in-process load, and the c64 cost of `ferry serve --auth` (SigV4, bearer) on
+# mlp_small (QUICK=1 for shorter runs); needs wrk and the test extras (moto[server]).
+# Report: benchmarks/results/deploy.md
+bench-deploy: $(BIN)/ferry
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/deploy.py $(if $(QUICK),--quick)
 
 lint: $(BIN)/ferry
 	$(BIN)/ruff check src tests benchmarks
