@@ -167,7 +167,7 @@ def main() -> None:
 )
 @click.option(
     "--allow_spinning",
-    default=True,
+    default=False,
     show_default=True,
     **_BOOL,
     help="Let idle runtime threads spin-wait (lower latency, more CPU burnt).",

@@ -30,7 +30,7 @@ class RuntimeOptions:
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    allow_spinning: bool = True
+    allow_spinning: bool = False
 
 
 class Runtime(ABC):
