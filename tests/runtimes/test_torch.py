@@ -183,3 +183,32 @@ def test_missing_torch_is_a_load_error_naming_the_extra(
         manager.acquire("onnx_model").release()
     finally:
         manager.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("spinning", "preset", "expected"),
+    [(False, None, "PASSIVE"), (True, None, None), (False, "ACTIVE", "ACTIVE")],
+)
+def test_openmp_threads_sleep_unless_spinning_is_allowed(
+    spinning: bool, preset: str | None, expected: str | None
+) -> None:
+    """torch's OpenMP pool reads OMP_WAIT_POLICY once, at first import: checked in a fresh
+    interpreter. A value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from ferry.runtimes.base import RuntimeOptions; "
+        "from ferry.runtimes.torch import import_torch; "
+        f"import_torch(RuntimeOptions(allow_spinning={spinning})); "
+        "print(os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(expected)
