@@ -1,5 +1,7 @@
 # The two commands a user needs: `make serve` and `make test`. Each creates .venv and
-# installs what it needs on first use.
+# installs what it needs on first use: `make serve` only ferry itself; `make test` (and the
+# benchmarks) also the test tools and the frameworks the tests use (TensorFlow, PyTorch CPU,
+# scikit-learn, the official clients; several GB, a few minutes the first time).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,21 +11,30 @@ PORT ?= 8501
 
 .PHONY: serve test bench bench-quant bench-frameworks bench-deploy lint protos clean
 
-$(BIN)/ferry: pyproject.toml
+SERVE_STAMP := $(VENV)/.installed-serve
+TEST_STAMP := $(VENV)/.installed-test
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-serve: $(BIN)/ferry
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
 	$(BIN)/ferry examples $(MODELS)
 	$(BIN)/ferry serve $(MODELS) --host $(HOST) --rest_api_port $(PORT)
 
-test: $(BIN)/ferry
+test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/ferry
+bench: $(TEST_STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
 	@command -v h2load >/dev/null || (echo "installing h2load (Debian package nghttp2-client)"; \
@@ -33,13 +44,13 @@ bench: $(BIN)/ferry
 
 # Quantization and lite models on load_digits (QUICK=1 for shorter timings); needs the
 # test extras (TensorFlow/Keras, scikit-learn). Report: benchmarks/results/quantization.md
-bench-quant: $(BIN)/ferry
+bench-quant: $(TEST_STAMP)
 	$(BIN)/python benchmarks/quantization.py $(if $(QUICK),--quick)
 
 # mlp_small as a Keras SavedModel (TensorFlow runtime), the same with accelerate = "onnx",
 # and as TorchScript (PyTorch), each in its own `ferry serve`, wrk at 1 and 64 connections
 # (QUICK=1 for shorter runs); needs the test extras. Report: benchmarks/results/frameworks.md
-bench-frameworks: $(BIN)/ferry
+bench-frameworks: $(TEST_STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/frameworks.py $(if $(QUICK),--quick)
@@ -48,17 +59,17 @@ bench-frameworks: $(BIN)/ferry
 # the in-process load, and the c64 cost of `ferry serve --auth` (SigV4, bearer) on
 # mlp_small (QUICK=1 for shorter runs); needs wrk and the test extras (moto[server]).
 # Report: benchmarks/results/deploy.md
-bench-deploy: $(BIN)/ferry
+bench-deploy: $(TEST_STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/deploy.py $(if $(QUICK),--quick)
 
-lint: $(BIN)/ferry
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src
 
 # Regenerate the descriptor set after editing a .proto file (tests check it is current).
-protos: $(BIN)/ferry
+protos: $(TEST_STAMP)
 	$(BIN)/python -m ferry.protos.build
 
 clean:
