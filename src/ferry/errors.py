@@ -99,3 +99,9 @@ class StorageError(FerryError):
     def __init__(self, message: str, code: StatusCode = StatusCode.UNAVAILABLE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def unexpected(exc: Exception) -> InternalError:
+    """The error a request gets when ferry itself hit a bug: it costs that one request,
+    never the server. Callers log the traceback where it happened."""
+    return InternalError(f"Internal error: {type(exc).__name__}: {exc}")

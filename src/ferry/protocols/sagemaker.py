@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON, JSON_LINES, JSONS, to_predict_body
 from ferry.codecs.tfserving_json import DecodedPredict, decode_predict_body, encode_predict_response
-from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound, Unimplemented
+from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented, unexpected
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
 from ferry.protocols.http_util import (
@@ -138,9 +138,7 @@ class SageMakerInvocations:
             return
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("unexpected error serving POST %s", scope["path"])
-            status, body, headers = error_parts(
-                InternalError(f"Internal error: {type(exc).__name__}: {exc}")
-            )
+            status, body, headers = error_parts(unexpected(exc))
         await send_response(send, status, body, content_type, extra_headers=headers)
 
     async def _invoke(self, scope: Scope, receive: Receive) -> tuple[bytes, bytes]:

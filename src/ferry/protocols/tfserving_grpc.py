@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 from google.protobuf import text_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from ferry.codecs.tensor_proto import decode_inputs, dtype_enum, encode_tensor
 from ferry.codecs.tf_example import (
@@ -33,10 +32,11 @@ from ferry.codecs.tf_example import (
     regressions,
     serialized_examples,
 )
-from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound, Unimplemented
+from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
 from ferry.model_config import ConfigError, parse_model_config
+from ferry.protocols.grpc_util import Handler, unary_method
 from ferry.protos import message_class
 from ferry.repository.catalog import FixedCatalog
 from ferry.repository.watcher import RepositoryWatcher
@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 SIGNATURE_DEF_FIELD = "signature_def"
-
-# FerryError codes are TF canonical codes, which have gRPC's numbers.
-_GRPC_CODE = {code.value[0]: code for code in grpc.StatusCode}
-
-Handler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
 def _msg(name: str) -> type[Message]:
@@ -93,26 +88,7 @@ class TFServingGrpc:
         ]
 
     def _method(self, handler: Handler, request_type: str) -> grpc.RpcMethodHandler:
-        request_class = _msg(request_type)
-
-        async def answer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            try:
-                try:
-                    request = request_class.FromString(data)
-                except DecodeError as exc:
-                    raise InvalidArgument(f"Could not parse {request_type}: {exc}") from None
-                response = await handler(request, context)
-                return response.SerializeToString()
-            except FerryError as exc:
-                error = exc
-            except Exception as exc:  # a bug must cost one request, never the server
-                log.exception("unexpected error serving %s", request_type)
-                error = InternalError(f"Internal error: {type(exc).__name__}: {exc}")
-            await context.abort(_GRPC_CODE[error.code.value], error.message)
-            raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-        # No deserializer: the handler sees bytes and can answer a corrupt message itself.
-        return grpc.unary_unary_rpc_method_handler(answer)
+        return unary_method(handler, _msg(request_type))
 
     # -- PredictionService ----------------------------------------------------------------
 

@@ -33,13 +33,7 @@ from ferry.codecs.tfserving_json import (
     parse_json,
     signature_name_of,
 )
-from ferry.errors import (
-    FerryError,
-    InternalError,
-    InvalidArgument,
-    NotFound,
-    StatusCode,
-)
+from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode, unexpected
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager, VersionRecord
 from ferry.protocols.http_util import (
@@ -136,7 +130,7 @@ class TFServingRest:
             return error_response(exc)
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("unexpected error serving %s %s", request.method, path)
-            return error_response(InternalError(f"Internal error: {type(exc).__name__}: {exc}"))
+            return error_response(unexpected(exc))
 
     async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every POST under /v1/: `:predict`, and TF Serving's errors for the rest."""
@@ -148,9 +142,7 @@ class TFServingRest:
             return
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("unexpected error serving POST %s", scope["path"])
-            status, body, headers = error_parts(
-                InternalError(f"Internal error: {type(exc).__name__}: {exc}")
-            )
+            status, body, headers = error_parts(unexpected(exc))
         await send_response(send, status, body, extra_headers=headers)
 
     async def _post(

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 
 import grpc
 import numpy as np
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from ferry.codecs.v2 import (
     array_from_raw,
@@ -34,8 +33,9 @@ from ferry.codecs.v2 import (
     raw_bytes,
     v2_datatype,
 )
-from ferry.errors import FerryError, InternalError, InvalidArgument
+from ferry.errors import InvalidArgument
 from ferry.inference import InferenceService
+from ferry.protocols.grpc_util import Handler, unary_method
 from ferry.protocols.v2_models import V2Models, parse_version, signature_name_of, signature_of
 from ferry.protos import message_class
 from ferry.served_version import ServedVersion
@@ -43,8 +43,6 @@ from ferry.served_version import ServedVersion
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
-# FerryError codes are the canonical status codes, which have gRPC's numbers.
-_GRPC_CODE = {code.value[0]: code for code in grpc.StatusCode}
 # Which InferTensorContents field carries each datatype (FP16 travels raw only).
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -60,8 +58,6 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-
-Handler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
 def _msg(name: str) -> type[Message]:
@@ -93,30 +89,7 @@ class V2Grpc:
         return [grpc.method_handlers_generic_handler(SERVICE, methods)]
 
     def _method(self, handler: Handler, request_type: str) -> grpc.RpcMethodHandler:
-        request_class = _msg(request_type)
-
-        async def behaviour(request_bytes: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            try:
-                try:
-                    request = request_class.FromString(request_bytes)
-                except DecodeError as exc:
-                    raise InvalidArgument(
-                        f"The request is not a valid {request_type} message: {exc}"
-                    ) from None
-                response = await handler(request, context)
-                return response.SerializeToString()
-            except FerryError as exc:
-                code = _GRPC_CODE.get(exc.code.value, grpc.StatusCode.UNKNOWN)
-                await context.abort(code, exc.message)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # a bug must cost one request, never the server
-                log.exception("unexpected error serving %s", request_type)
-                error = InternalError(f"Internal error: {type(exc).__name__}: {exc}")
-                await context.abort(grpc.StatusCode.INTERNAL, error.message)
-            raise AssertionError("unreachable")  # context.abort raises
-
-        return grpc.unary_unary_rpc_method_handler(behaviour)
+        return unary_method(handler, _msg(request_type))
 
     # -- health and metadata ---------------------------------------------------------------
 

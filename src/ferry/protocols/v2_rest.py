@@ -33,7 +33,7 @@ from ferry.codecs.v2 import (
     decode_rest_request,
     encode_rest_response,
 )
-from ferry.errors import FerryError, InternalError, InvalidArgument, NotFound
+from ferry.errors import FerryError, InvalidArgument, NotFound, unexpected
 from ferry.inference import InferenceService
 from ferry.protocols.http_util import (
     ClientDisconnected,
@@ -124,7 +124,7 @@ class V2Rest:
             return error_response(exc)
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("unexpected error serving GET %s", path)
-            return error_response(InternalError(f"Internal error: {type(exc).__name__}: {exc}"))
+            return error_response(unexpected(exc))
 
     # -- POST (plain ASGI) --------------------------------------------------------------------
 
@@ -152,9 +152,7 @@ class V2Rest:
             return
         except Exception as exc:  # a bug must cost one request, never the server
             log.exception("unexpected error serving POST %s", path)
-            status, body, extra = error_parts(
-                InternalError(f"Internal error: {type(exc).__name__}: {exc}")
-            )
+            status, body, extra = error_parts(unexpected(exc))
             content_type = b"application/json"
         await send_response(send, status, body, content_type, extra)
 
