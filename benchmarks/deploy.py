@@ -7,9 +7,10 @@
    `/v1/models/mlp_large/versions/N:predict`. Against it, in the same run and from the
    same store: a plain boto3 `download_file` of the same object plus the in-process load
    (onnxruntime.InferenceSession creation and its first run). ferry only looks every
-   `--file_system_poll_wait_seconds` (1 s here) and then waits `--version_settle_seconds`
-   (0.5 s) for the version to stop changing, so the figure is also given from the start
-   of ferry's download (read from its log), without that wait.
+   `--file_system_poll_wait_seconds` (1 s here) unless the bucket's S3 events reach it
+   through SQS (`--s3_event_queue_url`, mode "events", the same run with a second
+   server), so the figure is also given from the start of ferry's download (read from
+   its log), without that wait. The settle check runs during the download.
 
 2. Auth: c64 wrk throughput of mlp_small TF REST JSON against ferry without `--auth` and
    with it, the same signed request (`ferry.auth.sigv4.sign_headers`, re-signed before
@@ -69,6 +70,7 @@ LARGE, SMALL = "mlp_large", "mlp_small"
 WIDTH = {SMALL: 784, LARGE: 1024}
 POLL_S = 1.0
 SETTLE_S = 0.5  # ferry's default --version_settle_seconds
+COLD_MODES = ("poll", "events")
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",
@@ -147,6 +149,7 @@ class ColdStart:
     """One new version: ferry's times (seconds) and the baseline's, from the same run."""
 
     version: int
+    mode: str  # "poll" or "events" (--s3_event_queue_url)
     upload_s: float
     ferry_total_s: float  # upload complete -> first 200 from that version
     poll_wait_s: float | None  # upload complete -> ferry starts downloading (from its log)
@@ -243,8 +246,24 @@ def baseline_load(client, key: str, target: Path, width: int) -> tuple[float, fl
     return downloaded - started, loaded - downloaded
 
 
-def cold_start(folder: Path, reps: int, notes: list[str]) -> list[ColdStart]:
-    """Serve mlp_large from moto; upload `reps` new versions one by one and time each."""
+def event_queue(endpoint: str) -> tuple[str, list[dict]]:
+    """An SQS queue on moto for the bucket's S3 events, and that notification config."""
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+    url = sqs.create_queue(QueueName="ferry-events")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    events = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    return url, [{"QueueArn": attributes["Attributes"]["QueueArn"], "Events": events}]
+
+
+def cold_start(folder: Path, reps: int, notes: list[str], mode: str) -> list[ColdStart]:
+    """Serve mlp_large from moto; upload `reps` new versions one by one and time each.
+    `mode` "events": ferry also reads the bucket's S3 events from an SQS queue."""
     source = write_version(mlp_large(), folder / "src", 1) / "model.onnx"
     size_mb = source.stat().st_size / 1e6
     notes.append(f"mlp_large model.onnx: {size_mb:.1f} MB")
@@ -255,17 +274,25 @@ def cold_start(folder: Path, reps: int, notes: list[str]) -> list[ColdStart]:
         client.upload_file(str(source), BUCKET, f"{PREFIX}/{LARGE}/1/model.onnx")
         port, grpc_port = free_port(), free_port()
         endpoint = f"http://{HOST}:{moto.port}"
+        extra: list[str] = []
+        if mode == "events":
+            queue_url, queues = event_queue(endpoint)
+            client.put_bucket_notification_configuration(
+                Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": queues}
+            )
+            extra = ["--s3_event_queue_url", queue_url]
         argv = [
             str(Path(sys.executable).parent / "ferry"), "serve", f"s3://{BUCKET}/{PREFIX}",
             "--s3_endpoint_url", endpoint, "--file_system_poll_wait_seconds", str(POLL_S),
             "--model_cache_dir", str(folder / "cache"), "--host", HOST,
-            "--rest_api_port", str(port), "--port", str(grpc_port),
+            "--rest_api_port", str(port), "--port", str(grpc_port), *extra,
         ]  # fmt: skip
         env = {**os.environ, **CREDENTIALS}
         env.pop("AWS_ENDPOINT_URL", None)
         env.pop("AWS_ENDPOINT_URL_S3", None)
+        env["AWS_ENDPOINT_URL_SQS"] = endpoint
         print(f"starting ferry on s3://{BUCKET}/{PREFIX} ({endpoint}) ...", file=sys.stderr)
-        log_path = folder / "ferry-s3.log"
+        log_path = folder / f"ferry-s3-{mode}.log"
         with running_server("ferry-s3", argv, port, log_path, {LARGE: body}, env) as ferry:
             notes.append("ferry served version 1 from S3 at start-up (probe answered 200)")
             me = os.getpid()
@@ -287,6 +314,7 @@ def cold_start(folder: Path, reps: int, notes: list[str]) -> list[ColdStart]:
                 start = logged.get("download_start")
                 result = ColdStart(
                     version=version,
+                    mode=mode,
                     upload_s=uploaded - t0,
                     ferry_total_s=first - uploaded,
                     poll_wait_s=None if start is None else start - uploaded,
@@ -504,47 +532,49 @@ def render(
     out += ["", "## Cold start of mlp_large from S3 (moto server mode)", ""]
     out += [
         "Seconds. ferry total: upload of the new version's object complete -> first 200 "
-        f"from `versions/N:predict`. Poll + settle wait: upload complete -> ferry starts "
-        f"downloading (its log; up to one {POLL_S:g} s poll interval, plus the "
-        f"{SETTLE_S:g} s settle check, plus two listings). ferry active: the rest "
-        "(download, load, warm-up, first request). Baseline: boto3 `download_file` of the "
-        "same object + InferenceSession creation and first run, in this process.",
+        "from `versions/N:predict`. Wait: upload complete -> ferry starts downloading (its "
+        f"log): mode poll waits for the next poll (every {POLL_S:g} s), mode events for the "
+        "S3 event through SQS (`--s3_event_queue_url`); the download then runs during the "
+        f"{SETTLE_S:g} s settle check. ferry active: the rest (download, the settle check's "
+        "second listing, load, warm-up, first request). Baseline: boto3 `download_file` of "
+        "the same object + InferenceSession creation and first run, in this process.",
         "",
-        "| version | upload | ferry total | poll + settle wait | ferry active | ferry download "
+        "| mode | version | upload | ferry total | wait | ferry active | ferry download "
         "| ferry load + warm-up | baseline download | baseline load | baseline total "
         "| total / baseline | active / baseline | other CPU (cores) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cold:
         active = c.ferry_active_s
         out.append(
-            f"| {c.version} | {fmt(c.upload_s)} | {fmt(c.ferry_total_s)} | {fmt(c.poll_wait_s)} "
+            f"| {c.mode} | {c.version} | {fmt(c.upload_s)} | {fmt(c.ferry_total_s)} "
+            f"| {fmt(c.poll_wait_s)} "
             f"| {fmt(active)} | {fmt(c.ferry_download_s)} | {fmt(c.ferry_load_s)} "
             f"| {fmt(c.baseline_download_s)} | {fmt(c.baseline_load_s)} | {fmt(c.baseline_s)} "
             f"| {fmt(c.ferry_total_s / c.baseline_s)} "
             f"| {fmt(None if active is None else active / c.baseline_s)} "
             f"| {fmt(c.other_cores)} |"
         )
-    if cold:
-        med = {
-            "total": median([c.ferry_total_s for c in cold]),
-            "wait": median([c.poll_wait_s for c in cold]),
-            "active": median([c.ferry_active_s for c in cold]),
-            "base": median([c.baseline_s for c in cold]),
-        }
+    for mode in COLD_MODES:
+        runs = [c for c in cold if c.mode == mode]
+        if not runs:
+            continue
         out.append(
-            f"| median | {fmt(median([c.upload_s for c in cold]))} | {fmt(med['total'])} "
-            f"| {fmt(med['wait'])} | {fmt(med['active'])} "
-            f"| {fmt(median([c.ferry_download_s for c in cold]))} "
-            f"| {fmt(median([c.ferry_load_s for c in cold]))} "
-            f"| {fmt(median([c.baseline_download_s for c in cold]))} "
-            f"| {fmt(median([c.baseline_load_s for c in cold]))} | {fmt(med['base'])} "
-            f"| {fmt(median([c.ferry_total_s / c.baseline_s for c in cold]))} "
-            f"| {fmt(median([a / c.baseline_s for c in cold if (a := c.ferry_active_s)]))} "
-            f"| {fmt(median([c.other_cores for c in cold]))} |"
+            f"| {mode} | median | {fmt(median([c.upload_s for c in runs]))} "
+            f"| {fmt(median([c.ferry_total_s for c in runs]))} "
+            f"| {fmt(median([c.poll_wait_s for c in runs]))} "
+            f"| {fmt(median([c.ferry_active_s for c in runs]))} "
+            f"| {fmt(median([c.ferry_download_s for c in runs]))} "
+            f"| {fmt(median([c.ferry_load_s for c in runs]))} "
+            f"| {fmt(median([c.baseline_download_s for c in runs]))} "
+            f"| {fmt(median([c.baseline_load_s for c in runs]))} "
+            f"| {fmt(median([c.baseline_s for c in runs]))} "
+            f"| {fmt(median([c.ferry_total_s / c.baseline_s for c in runs]))} "
+            f"| {fmt(median([a / c.baseline_s for c in runs if (a := c.ferry_active_s)]))} "
+            f"| {fmt(median([c.other_cores for c in runs]))} |"
         )
-    else:
-        out.append("| (not measured) | | | | | | | | | | | | |")
+    if not cold:
+        out.append("| (not measured) | | | | | | | | | | | | | |")
 
     out += ["", f"## Cost of --auth: mlp_small, TF REST JSON, c{connections} (wrk)", ""]
     out += [
@@ -581,6 +611,8 @@ def render(
     out += ["| target | value | goal | status |", "|---|---:|---|---|"]
     for label, value, goal, ok in targets(cold, auth):
         status = "n/a" if value is None else ("PASS" if ok else "FAIL")
+        if goal == "informative" and value is not None:
+            status = "-"
         out.append(f"| {label} | {fmt(value)} | {goal} | {status} |")
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -606,7 +638,10 @@ def targets(
     cold: list[ColdStart], auth: list[AuthRun]
 ) -> list[tuple[str, float | None, str, bool]]:
     """(label, value, goal, met) for each target of the deploy benchmark."""
-    total = median([c.ferry_total_s / c.baseline_s for c in cold])
+    total = {
+        mode: median([c.ferry_total_s / c.baseline_s for c in cold if c.mode == mode])
+        for mode in COLD_MODES
+    }
     active = median([a / c.baseline_s for c in cold if (a := c.ferry_active_s) is not None])
     slow = {m: slowdown(auth, m) for m in ("sigv4", "bearer")}
     errors = sum(
@@ -614,12 +649,16 @@ def targets(
     )
     return [
         (
-            "cold start mlp_large: ferry (upload complete -> first 200) / (boto3 download + "
-            "load), median",
-            total, "<= 1.50", total is not None and total <= 1.5,
+            "cold start mlp_large with S3 events: ferry (upload complete -> first 200) / "
+            "(boto3 download + load), median",
+            total["events"], "<= 1.50", total["events"] is not None and total["events"] <= 1.5,
         ),
         (
-            "same, from the start of ferry's download (poll + settle wait excluded), median",
+            f"same, polling every {POLL_S:g} s without events, median",
+            total["poll"], "informative", total["poll"] is not None,
+        ),
+        (
+            "same, from the start of ferry's download (wait excluded), both modes, median",
             active, "<= 1.50 (informative)", active is not None and active <= 1.5,
         ),
         (
@@ -661,9 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     machine = machine_description()
     settings = [
-        ("cold start", f"{args.reps} new versions of mlp_large, one at a time; ferry serve "
-                       f"s3://{BUCKET}/{PREFIX} --file_system_poll_wait_seconds {POLL_S:g} "
-                       f"(settle {SETTLE_S:g} s, defaults otherwise)"),
+        ("cold start", f"{args.reps} new versions of mlp_large, one at a time, per mode; "
+                       f"ferry serve s3://{BUCKET}/{PREFIX} --file_system_poll_wait_seconds "
+                       f"{POLL_S:g} (settle {SETTLE_S:g} s, defaults otherwise), and the same "
+                       "with --s3_event_queue_url (mode events)"),
         ("auth", f"wrk -t1 -c{args.connections}, {args.duration:g} s per run after "
                  f"{args.warmup:g} s warm-up, {args.rounds} round(s) of none / sigv4 / bearer, "
                  "both servers running, ferry defaults otherwise"),
@@ -675,7 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = Path(tmp)
         if "coldstart" in args.parts:
             try:
-                cold = cold_start(folder / "cold", args.reps, notes)
+                for mode in COLD_MODES:
+                    cold += cold_start(folder / f"cold-{mode}", args.reps, notes, mode)
             except (ServerError, OSError) as exc:
                 notes.append(f"cold start failed: {str(exc)[:1500]}")
         if "auth" in args.parts:

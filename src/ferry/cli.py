@@ -215,6 +215,12 @@ def main() -> None:
     "$AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL. Credentials: boto3's standard chain.",
 )
 @click.option(
+    "--s3_event_queue_url",
+    help="SQS queue that receives the bucket's S3 event notifications: an upload then "
+    "starts a poll at once instead of waiting up to --file_system_poll_wait_seconds "
+    "(polling goes on as a safety net). Give ferry its own queue: it deletes what it reads.",
+)
+@click.option(
     "--model_cache_dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where versions from s3:// paths are downloaded to before they load "
@@ -257,6 +263,7 @@ def serve(
     sagemaker: bool,
     sagemaker_model_dir: Path,
     s3_endpoint_url: str | None,
+    s3_event_queue_url: str | None,
     model_cache_dir: Path | None,
     auth_file: Path | None,
     log_level: str,
@@ -279,8 +286,10 @@ def serve(
     if len(sources) > 1:
         raise click.UsageError("give only one of ROOT, --model_base_path, --model_config_file")
     sagemaker_options = None
-    object_store = ObjectStoreOptions(s3_endpoint_url, model_cache_dir)
-    if any(isinstance(x, S3Url) for x in sources) and not s3_support_installed():
+    object_store = ObjectStoreOptions(s3_endpoint_url, model_cache_dir, s3_event_queue_url)
+    if (
+        s3_event_queue_url or any(isinstance(x, S3Url) for x in sources)
+    ) and not s3_support_installed():
         raise click.UsageError(S3_EXTRA_HINT)
     try:
         if sagemaker:

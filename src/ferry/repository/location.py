@@ -84,7 +84,8 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ObjectStoreOptions:
-    """How to reach object storage (`--s3_endpoint_url`, `--model_cache_dir`).
+    """How to reach object storage (`--s3_endpoint_url`, `--model_cache_dir`,
+    `--s3_event_queue_url`).
 
     `endpoint_url` None means boto3's own choice: AWS, or `AWS_ENDPOINT_URL_S3` /
     `AWS_ENDPOINT_URL` from the environment. Credentials always come from boto3's
@@ -93,6 +94,7 @@ class ObjectStoreOptions:
 
     endpoint_url: str | None = None
     cache_dir: Path | None = None  # None: default_cache_dir()
+    event_queue_url: str | None = None  # SQS queue of the bucket's event notifications
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else default_cache_dir()

@@ -54,6 +54,8 @@ _STALE_STAGING_SECONDS = 3600.0
 class S3VersionSource(VersionSource):
     """The versions under one model prefix. Used from the watcher thread only."""
 
+    remote = True
+
     def __init__(self, url: S3Url, options: ObjectStoreOptions, client=None) -> None:
         self.url = url
         self.client = client if client is not None else s3_client(options.endpoint_url)

@@ -39,6 +39,10 @@ class VersionSource(ABC):
     """Lists a model's versions in storage. Implementations must be safe to call from one
     poller thread at a time; errors (storage unreachable) propagate to the caller."""
 
+    # Remote sources copy versions into a local cache (`materialize`); objects in a store
+    # appear whole, so the watcher downloads them during the settle check.
+    remote: bool = False
+
     @abstractmethod
     def list_versions(self) -> dict[int, StoredVersion]:
         """Every integer-named version folder, with its current fingerprint."""

@@ -98,12 +98,22 @@ class RepositoryWatcher:
         self._polling = False
         self._polls_done = 0
         self._thread = threading.Thread(target=self._loop, name="repository-watcher", daemon=True)
+        self._events = None  # S3EventListener with --s3_event_queue_url
 
     def start(self) -> None:
         self._thread.start()
+        if self.object_store.event_queue_url:
+            from ferry.repository.s3_events import S3EventListener  # needs boto3
+
+            self._events = S3EventListener(
+                self.object_store.event_queue_url, self.object_store_prefixes, self.request_poll
+            )
+            self._events.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._events is not None:
+            self._events.stop()
         with self._wake:
             self._wake.notify_all()
         self._thread.join()
@@ -133,6 +143,20 @@ class RepositoryWatcher:
 
     def is_enabled(self, name: str) -> bool:
         return name not in self._disabled
+
+    def request_poll(self) -> None:
+        """Ask for a poll at once without waiting for it (storage events)."""
+        with self._wake:
+            self._poll_wanted = True
+            self._wake.notify_all()
+
+    def object_store_prefixes(self) -> list[tuple[str, str]]:
+        """(bucket, key prefix) of every object-store model and root being watched."""
+        urls = [s.base_path for s in self._last_specs.values() if isinstance(s.base_path, S3Url)]
+        root = getattr(self.catalog, "root", None)
+        if isinstance(root, S3Url):
+            urls.append(root)
+        return [(url.bucket, url.key_prefix) for url in urls]
 
     def poll_now(self, timeout: float | None = None) -> bool:
         """Ask for a poll at once and wait until one that started after this call finished."""
@@ -216,7 +240,9 @@ class RepositoryWatcher:
         }
         if unsettled and self.settle_seconds > 0 and not self._stop.is_set():
             first = {name: scans[name] for name in unsettled}
-            time.sleep(self.settle_seconds)
+            started = time.monotonic()
+            self._download_while_settling(specs, first)
+            self._stop.wait(self.settle_seconds - (time.monotonic() - started))
             for name in unsettled:
                 scans[name] = self._scan(specs[name])
                 self._confirm(name, first[name], scans[name])
@@ -239,6 +265,33 @@ class RepositoryWatcher:
                 source.retain(s.path for s in local.values())
             except OSError as exc:
                 log.warning("model %s: cannot clean the download cache: %s", name, exc)
+
+    def _download_while_settling(
+        self, specs: dict[str, ModelSpec], first: dict[str, dict[int, StoredVersion] | None]
+    ) -> None:
+        """Download new remote versions as first listed, during the settle window.
+
+        Objects in a store appear whole, so the download can start at once and the
+        settle check's second listing follows it (after the rest of the window, if the
+        download was quicker): cold start then costs the download, not the download plus
+        the window. The cache folder is named by the listed content, so if the second
+        listing differs, the version is not confirmed, this folder is not used, and
+        `retain` removes it; errors are left to the download after confirmation, which
+        reports them."""
+        for name, stored in first.items():
+            if stored is None or self._stop.is_set():
+                continue
+            spec = specs[name]
+            source = self._source(spec)
+            if not source.remote:
+                continue
+            aspired = spec.policy.select(stored)
+            for version in sorted(aspired, reverse=True):
+                if self._is_new(name, stored[version]):
+                    try:
+                        source.materialize(stored[version])
+                    except Exception as exc:
+                        log.debug("model %s: early download of %d failed: %s", name, version, exc)
 
     def _materialize(
         self, source: VersionSource, spec: ModelSpec, settled: dict[int, StoredVersion]
