@@ -7,8 +7,11 @@ previous version keeps serving, and the load is retried when the content changes
 
 The source of each model is chosen by its base path: a local folder, or an `s3://`
 URL whose aspired versions are downloaded into a local cache (`materialize`) before
-the manager sees them. Storage that cannot be read is reported in the model's status
-and retried with exponential backoff; the versions already loaded keep serving.
+the manager sees them. Objects in a store appear whole, so their download runs during
+the settle window instead of after it; with `--s3_event_queue_url` the bucket's S3
+events (`s3_events.S3EventListener`) ask for a poll at once. Storage that cannot be
+read is reported in the model's status and retried with exponential backoff; the
+versions already loaded keep serving.
 """
 
 from __future__ import annotations
