@@ -209,15 +209,19 @@ def moto_store(log_path: Path) -> Iterator[tuple[Server, object]]:
             if time.monotonic() > deadline:
                 raise ServerError(f"moto not answering after 30 s:\n{server.log_tail()}")
             time.sleep(0.2)
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://{HOST}:{port}",
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
-            config=Config(s3={"addressing_style": "path"}),
-        )
-        yield server, client
+        yield server, moto_client("s3", f"http://{HOST}:{port}")
+
+
+def moto_client(service: str, endpoint: str):
+    """A boto3 client for `service` on the moto server at `endpoint`."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+        config=Config(s3={"addressing_style": "path"}),
+    )
 
 
 def wait_for_version(port: int, model: str, version: int, body: bytes, deadline: float) -> float:
@@ -248,13 +252,7 @@ def baseline_load(client, key: str, target: Path, width: int) -> tuple[float, fl
 
 def event_queue(endpoint: str) -> tuple[str, list[dict]]:
     """An SQS queue on moto for the bucket's S3 events, and that notification config."""
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
-    )
+    sqs = moto_client("sqs", endpoint)
     url = sqs.create_queue(QueueName="ferry-events")["QueueUrl"]
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
     events = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]

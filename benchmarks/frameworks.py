@@ -50,7 +50,14 @@ sys.path.insert(0, str(HERE))
 
 from loadgen import instance_values, predict_body, write_script  # noqa: E402
 from protocols import PROTOCOLS, ModelCase, write_payload  # noqa: E402
-from report import HttpResult, Target, load_average, machine_description  # noqa: E402
+from report import (  # noqa: E402
+    HttpResult,
+    Target,
+    errors_target,
+    fmt,
+    load_average,
+    machine_description,
+)
 from run import (  # noqa: E402
     _csv,
     _log_findings,
@@ -209,18 +216,8 @@ def targets(results: Sequence[HttpResult], accelerated: bool) -> list[Target]:
             f">= {TARGET_RATIO:.1f}",
             lambda v: v >= TARGET_RATIO,
         ),
-        Target(
-            "errors (all runs; a failed run counts as one)",
-            float(errors) if results else None,
-            "== 0",
-            lambda v: v == 0,
-            digits=0,
-        ),
+        errors_target(errors, bool(results)),
     ]
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _versions() -> list[tuple[str, str]]:
@@ -266,8 +263,8 @@ def render(
                 errors += 1
                 continue
             errors += r.errors
-            line += f" {_fmt(r.load.requests_per_s)} | {_fmt(r.load.p50_ms, 2)} "
-            line += f"| {_fmt(r.load.p99_ms, 2)} |"
+            line += f" {fmt(r.load.requests_per_s)} | {fmt(r.load.p50_ms, 2)} "
+            line += f"| {fmt(r.load.p99_ms, 2)} |"
         out.append(f"{line} {errors} |")
 
     out += ["", "## Every run", ""]
@@ -287,10 +284,10 @@ def render(
         w = r.load
         client = w.client_cpu_s / w.duration_s if w.duration_s else None
         out.append(
-            f"| {r.server} | {r.connections} | {_fmt(w.requests_per_s)} | {_fmt(w.p50_ms, 2)} "
-            f"| {_fmt(w.p99_ms, 2)} | {_fmt(w.max_ms, 1)} | {r.errors} "
-            f"| {_fmt(r.server_cores, 2)} | {_fmt(client, 2)} | {_fmt(r.other_cores, 2)} "
-            f"| {_fmt(r.mean_batch, 1)} |"
+            f"| {r.server} | {r.connections} | {fmt(w.requests_per_s)} | {fmt(w.p50_ms, 2)} "
+            f"| {fmt(w.p99_ms, 2)} | {fmt(w.max_ms, 1)} | {r.errors} "
+            f"| {fmt(r.server_cores, 2)} | {fmt(client, 2)} | {fmt(r.other_cores, 2)} "
+            f"| {fmt(r.mean_batch, 1)} |"
         )
 
     out += ["", "## Targets (from this run)", ""]

@@ -16,18 +16,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from loadgen import GRPC_HEADERS, grpc_frame, instance_values, run_h2load  # noqa: E402
-from servers import HOST, free_port  # noqa: E402
+from servers import HOST, free_port, running_server  # noqa: E402
 
 from ferry.codecs.tensor_proto import encode_tensor  # noqa: E402
 from ferry.protos import message_class  # noqa: E402
@@ -66,19 +63,6 @@ def request_frame() -> bytes:
     return grpc_frame(request.SerializeToString())
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the no-op server exited with {process.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the no-op server did not listen within 30 s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per h2load run")
@@ -88,11 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         body = folder / "request.bin"
         body.write_bytes(request_frame())
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-c", NO_OP_SERVER, f"{HOST}:{port}"], stdin=subprocess.DEVNULL
-        )
-        try:
-            wait_for_port(port, server)
+        argv = [sys.executable, "-c", NO_OP_SERVER, f"{HOST}:{port}"]
+        with running_server("no-op grpc.aio", argv, port, folder / "server.log", None):
             url = f"http://{HOST}:{port}/tensorflow.serving.PredictionService/Predict"
             print("| load (h2load) | calls/s | p50 ms | p99 ms | errors |")
             print("|---|---:|---:|---:|---:|")
@@ -106,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {result.requests_per_s:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} "
                     f"| {errors} |"
                 )
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
     return 0
 
 

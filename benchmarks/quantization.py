@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +31,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from servers import HOST, free_port, running_server
 
 import ferry.edge
 from ferry.convert.lite import convert_lite
@@ -181,12 +180,6 @@ def onnx_variants(
 # --- serving ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def served_throughput(
     model_file: Path, x: np.ndarray, seconds: float, clients: int = 8
 ) -> tuple[float, np.ndarray]:
@@ -197,21 +190,13 @@ def served_throughput(
         version.mkdir(parents=True)
         (version / "model.onnx").write_bytes(model_file.read_bytes())
         port = free_port()
-        command = [sys.executable, "-m", "ferry.cli", "serve", "--model_name", "m"]
-        command += ["--model_base_path", str(version.parent), "--port", "0"]
-        command += ["--rest_api_port", str(port), "--host", "127.0.0.1"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}/v1/models/m:predict"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    _post(url, {"instances": x[:1].tolist()})
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("ferry serve did not start") from None
-                    time.sleep(0.2)
+        argv = [sys.executable, "-m", "ferry.cli", "serve", "--model_name", "m"]
+        argv += ["--model_base_path", str(version.parent), "--port", "0"]
+        argv += ["--rest_api_port", str(port), "--host", HOST]
+        probe = json.dumps({"instances": x[:1].tolist()}).encode()
+        log_path = Path(scratch) / "ferry.log"
+        with running_server("ferry", argv, port, log_path, {"m": probe}):
+            url = f"http://{HOST}:{port}/v1/models/m:predict"
             predictions = np.array(_post(url, {"instances": x.tolist()})["predictions"])
             bodies = [json.dumps({"instances": x[i : i + 1].tolist()}).encode() for i in range(64)]
             count = [0] * clients
@@ -229,9 +214,6 @@ def served_throughput(
             for thread in threads:
                 thread.join()
             return sum(count) / (time.monotonic() - started), predictions
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def _post_raw(url: str, body: bytes) -> bytes:

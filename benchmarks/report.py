@@ -205,17 +205,22 @@ def targets(report: Report) -> list[Target]:
             ">= 1.5",
             lambda v: v >= 1.5,
         ),
-        Target(
-            "errors (all runs; a failed run counts as one)",
-            float(errors) if http else None,
-            "== 0",
-            lambda v: v == 0,
-            digits=0,
-        ),
+        errors_target(errors, bool(http)),
     ]
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def errors_target(errors: int, measured: bool) -> Target:
+    """The target every benchmark has: no errors in any run (None when nothing ran)."""
+    return Target(
+        "errors (all runs; a failed run counts as one)",
+        float(errors) if measured else None,
+        "== 0",
+        lambda v: v == 0,
+        digits=0,
+    )
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
@@ -246,8 +251,8 @@ def render(report: Report, title: str) -> str:
     out += ["| model | batch | runs/s | samples/s | p50 ms per run |", "|---|---:|---:|---:|---:|"]
     for c in report.ceilings:
         out.append(
-            f"| {c.model} | {c.batch} | {_fmt(c.runs_per_s)} | {_fmt(c.samples_per_s)} "
-            f"| {_fmt(c.p50_run_ms, 3)} |"
+            f"| {c.model} | {c.batch} | {fmt(c.runs_per_s)} | {fmt(c.samples_per_s)} "
+            f"| {fmt(c.p50_run_ms, 3)} |"
         )
     if not report.ceilings:
         out.append("| (not measured) | | | | |")
@@ -271,10 +276,10 @@ def render(report: Report, title: str) -> str:
             continue
         w = r.load
         out.append(
-            f"{head}| {_fmt(w.requests_per_s)} | {_fmt(w.p50_ms, 2)} | {_fmt(w.p99_ms, 2)} "
-            f"| {_errors(r)} | {_fmt(w.max_ms, 1)} | {_fmt(r.server_cores, 2)} "
-            f"| {_fmt(w.client_cpu_s / w.duration_s if w.duration_s else None, 2)} "
-            f"| {_fmt(r.other_cores, 2)} | {_fmt(r.mean_batch, 1)} |"
+            f"{head}| {fmt(w.requests_per_s)} | {fmt(w.p50_ms, 2)} | {fmt(w.p99_ms, 2)} "
+            f"| {_errors(r)} | {fmt(w.max_ms, 1)} | {fmt(r.server_cores, 2)} "
+            f"| {fmt(w.client_cpu_s / w.duration_s if w.duration_s else None, 2)} "
+            f"| {fmt(r.other_cores, 2)} | {fmt(r.mean_batch, 1)} |"
         )
 
     out += ["", "## Targets (from this run)", ""]

@@ -117,6 +117,22 @@ def wait_until_serving(server: Server, probes: dict[str, bytes], timeout_s: floa
             time.sleep(0.25)
 
 
+def wait_until_listening(server: Server, timeout_s: float) -> None:
+    """Poll until the server accepts TCP connections on its port (servers that speak no
+    HTTP/1.1, such as a bare gRPC server)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.process.poll() is not None:
+            raise ServerError(
+                f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((HOST, server.port), 0.5):
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"{server.name} not listening after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
 def stop(server: Server) -> int | None:
     """SIGTERM the server's own PID, wait for it, SIGKILL it if it will not go."""
     process = server.process
@@ -138,18 +154,22 @@ def running_server(
     argv: Sequence[str],
     port: int,
     log_path: Path,
-    probes: dict[str, bytes],
+    probes: dict[str, bytes] | None,
     env: dict[str, str] | None = None,
     grpc_port: int | None = None,
 ) -> Iterator[Server]:
-    """Start `argv`, wait until it serves every probe, yield it, and always stop it."""
+    """Start `argv`, wait until it serves every probe (None: until `port` listens),
+    yield it, and always stop it."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
     server = Server(name, process, port, log_path, grpc_port)
     try:
-        wait_until_serving(server, probes, STARTUP_TIMEOUT_S)
+        if probes is None:
+            wait_until_listening(server, STARTUP_TIMEOUT_S)
+        else:
+            wait_until_serving(server, probes, STARTUP_TIMEOUT_S)
         yield server
     finally:
         stop(server)

@@ -8,12 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.models import (
-    int_model,
-    scale_model,
     sleepy_model,
-    string_model,
-    two_input_model,
     write_model,
+    write_protocol_models,
 )
 from support.server import FerryProcess
 
@@ -29,11 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> FerryProcess:
     # One server for the module: the client tests only read from it.
     tmp = tmp_path_factory.mktemp("client")
     root = tmp / "models"
-    write_model(scale_model(1.0), root / "scale", 1)
-    write_model(scale_model(2.0), root / "scale", 2)
-    write_model(two_input_model(), root / "pair", 1)
-    write_model(string_model(), root / "echo", 1)
-    write_model(int_model(), root / "ints", 1)
+    write_protocol_models(root, mlp=False)
     config = tmp / "models.config"
     config.write_text(
         "model_config_list {"

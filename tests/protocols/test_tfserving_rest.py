@@ -10,24 +10,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from support.models import (
-    int_model,
-    mlp_model,
-    scale_model,
-    string_model,
-    two_input_model,
-    write_model,
+    write_protocol_models,
 )
 from support.server import FerryProcess
 
 
 @pytest.fixture
 def server(model_root: Path, start_server) -> FerryProcess:
-    write_model(mlp_model(), model_root / "mlp", 1)
-    write_model(scale_model(1.0), model_root / "scale", 1)
-    write_model(scale_model(2.0), model_root / "scale", 2)
-    write_model(two_input_model(), model_root / "pair", 1)
-    write_model(string_model(), model_root / "echo", 1)
-    write_model(int_model(), model_root / "ints", 1)
+    write_protocol_models(model_root)
     server = start_server(str(model_root))
     for model in ("mlp", "scale", "pair", "echo", "ints"):
         server.wait_version(model, 2 if model == "scale" else 1)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from support.framework_models import start_repository_server, version_status
 from support.server import FerryProcess
 
 pytestmark = pytest.mark.tensorflow
@@ -71,16 +72,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="module")
 def server(repo: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerryProcess]:
     log_path = tmp_path_factory.mktemp("log") / "ferry.log"
-    process = FerryProcess([str(repo["root"]), "--file_system_poll_wait_seconds", "0"], log_path)
-    try:
-        process.wait_ready(timeout=240)
-        yield process
-    finally:
-        process.stop()
-
-
-def state(server: FerryProcess, model: str) -> dict:
-    return server.get(f"/v1/models/{model}").json()["model_version_status"][0]
+    process = start_repository_server(repo["root"], log_path, timeout=240)
+    yield process
+    process.stop()
 
 
 @pytest.mark.parametrize(
@@ -138,10 +132,10 @@ def test_accelerate_onnx(server: FerryProcess, repo: dict) -> None:
 
 
 def test_load_failures_are_clear_and_alone(server: FerryProcess) -> None:
-    mismatch = state(server, "mismatch")
+    mismatch = version_status(server, "mismatch")
     assert mismatch["state"] == "END"
     assert "shape" in mismatch["status"]["error_message"].lower()
-    corrupt = state(server, "corrupt")
+    corrupt = version_status(server, "corrupt")
     assert corrupt["state"] == "END"
     assert corrupt["status"]["error_message"]
-    assert state(server, "keras_file")["state"] == "AVAILABLE"
+    assert version_status(server, "keras_file")["state"] == "AVAILABLE"

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from support.framework_models import start_repository_server, version_status
 from support.server import FerryProcess, wait_until
 
 pytestmark = pytest.mark.tensorflow
@@ -55,16 +56,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="module")
 def server(repo: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerryProcess]:
     log_path = tmp_path_factory.mktemp("log") / "ferry.log"
-    process = FerryProcess([str(repo["root"]), "--file_system_poll_wait_seconds", "0"], log_path)
-    try:
-        process.wait_ready(timeout=240)
-        yield process
-    finally:
-        process.stop()
-
-
-def state(server: FerryProcess, model: str) -> dict:
-    return server.get(f"/v1/models/{model}").json()["model_version_status"][0]
+    process = start_repository_server(repo["root"], log_path, timeout=240)
+    yield process
+    process.stop()
 
 
 def test_keras_export_serves_both_signatures_like_tensorflow(
@@ -208,19 +202,19 @@ def test_accelerate_onnx_serves_the_converted_model(server: FerryProcess, repo: 
 
 
 def test_accelerate_falls_back_for_two_signatures(server: FerryProcess) -> None:
-    assert state(server, "not_accelerated")["state"] == "AVAILABLE"
+    assert version_status(server, "not_accelerated")["state"] == "AVAILABLE"
     assert "only a single serving_default signature is converted" in server.log()
     assert server.predict("not_accelerated", {"instances": X.tolist()}).status_code == 200
 
 
 def test_broken_models_fail_alone(server: FerryProcess) -> None:
-    corrupt = state(server, "corrupt")
+    corrupt = version_status(server, "corrupt")
     assert corrupt["state"] == "END"
     assert corrupt["status"]["error_message"]
-    no_signature = state(server, "no_signature")
+    no_signature = version_status(server, "no_signature")
     assert no_signature["state"] == "END"
     assert "no serving signatures" in no_signature["status"]["error_message"]
-    assert state(server, "exported")["state"] == "AVAILABLE"
+    assert version_status(server, "exported")["state"] == "AVAILABLE"
     bad_input = server.predict("exported", {"instances": [[1.0, 2.0]]})
     assert bad_input.status_code == 400
     assert "shape" in bad_input.json()["error"]
@@ -244,8 +238,10 @@ def test_missing_tensorflow_fails_only_tensorflow_models(
 
     pythonpath = os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")])
     server = start_server(str(root), env={"PYTHONPATH": pythonpath})
-    wait_until(lambda: state(server, "text")["state"] == "END", 60, message="text load failure")
-    message = state(server, "text")["status"]["error_message"]
+    wait_until(
+        lambda: version_status(server, "text")["state"] == "END", 60, message="text load failure"
+    )
+    message = version_status(server, "text")["status"]["error_message"]
     assert "pip install 'ferry[tensorflow]'" in message
     assert "simulated: tensorflow is missing" in message
     response = server.predict("scale", {"instances": [[1.0, 2.0, 3.0, 4.0]]})

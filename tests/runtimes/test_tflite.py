@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.framework_models import start_repository_server
 from support.server import FerryProcess
 
 pytestmark = pytest.mark.tensorflow
@@ -47,12 +48,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="module")
 def server(repo: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerryProcess]:
     log_path = tmp_path_factory.mktemp("log") / "ferry.log"
-    process = FerryProcess([str(repo["root"]), "--file_system_poll_wait_seconds", "0"], log_path)
-    try:
-        process.wait_ready(timeout=240)
-        yield process
-    finally:
-        process.stop()
+    process = start_repository_server(repo["root"], log_path, timeout=240)
+    yield process
+    process.stop()
 
 
 def test_predictions_equal_litert(server: FerryProcess, repo: dict) -> None:

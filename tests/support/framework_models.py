@@ -15,10 +15,17 @@ import numpy as np
 from support.server import FerryProcess, wait_until
 
 
-def start_repository_server(root: Path, log_path: Path, *args: str) -> FerryProcess:
-    """`ferry serve ROOT` with polling once at start-up (the models are all written)."""
+def start_repository_server(
+    root: Path, log_path: Path, *args: str, timeout: float = 120.0
+) -> FerryProcess:
+    """`ferry serve ROOT` with polling once at start-up (the models are all written);
+    stopped again if it never gets ready."""
     server = FerryProcess([str(root), "--file_system_poll_wait_seconds", "0", *args], log_path)
-    return server.wait_ready(timeout=120)
+    try:
+        return server.wait_ready(timeout=timeout)
+    except BaseException:
+        server.stop()
+        raise
 
 
 def version_status(server: FerryProcess, model: str) -> dict:

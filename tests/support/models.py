@@ -125,6 +125,19 @@ def write_model(model: onnx.ModelProto, model_dir: Path, version: int) -> Path:
     return target
 
 
+def write_protocol_models(root: Path, mlp: bool = True) -> None:
+    """The models the protocol tests share, under `root`: `scale` versions 1 and 2 (y = x
+    times the version), `pair` (two inputs), `echo` (strings), `ints` (int64), and
+    `mlp` unless `mlp` is False."""
+    if mlp:
+        write_model(mlp_model(), root / "mlp", 1)
+    write_model(scale_model(1.0), root / "scale", 1)
+    write_model(scale_model(2.0), root / "scale", 2)
+    write_model(two_input_model(), root / "pair", 1)
+    write_model(string_model(), root / "echo", 1)
+    write_model(int_model(), root / "ints", 1)
+
+
 def slow_model(
     width: int = 512, hidden: int = 2048, depth: int = 4, seed: int = 0
 ) -> onnx.ModelProto:

@@ -215,16 +215,15 @@ def verify(
         raise SignatureError(
             "UnrecognizedClientException", "The security token included in the request is invalid."
         )
+    body_hash = body_sha256(body)  # checked against the header, and signed
     content_sha = by_name.get("x-amz-content-sha256")
-    if content_sha and not hmac.compare_digest(
-        content_sha[0].lower().encode(), body_sha256(body).encode()
-    ):
+    if content_sha and not hmac.compare_digest(content_sha[0].lower().encode(), body_hash.encode()):
         raise SignatureError(
             "InvalidSignatureException",
             "The provided x-amz-content-sha256 header does not match the request body.",
         )
     expected = fast_signature(
-        method, raw_path, query_string, by_name, credential, amz_date, body, secret
+        method, raw_path, query_string, by_name, credential, amz_date, body_hash, secret
     )
     if expected is None:
         expected = expected_signature(
@@ -295,12 +294,13 @@ def fast_signature(
     by_name: dict[str, list[str]],
     credential: Credential,
     amz_date: str,
-    body: bytes,
+    body_hash: str,
     secret: str,
 ) -> str | None:
     """The signature botocore would compute, for the common request shape only; None
     for anything botocore normalizes (a query string, `.`/`..`/empty path segments, a
-    signed header that was not sent), which `expected_signature` then handles."""
+    signed header that was not sent), which `expected_signature` then handles.
+    `body_hash` is `body_sha256` of the body."""
     if query_string or "//" in raw_path or "/." in raw_path or not raw_path.startswith("/"):
         return None
     names = credential.canonical_names
@@ -309,13 +309,11 @@ def fast_signature(
         values = by_name.get(name)
         if not values:
             return None
-        if len(values) == 1:
-            lines.append(f"{name}:{' '.join(values[0].split())}")
-        else:
-            lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
+        lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
     # botocore takes a signed x-amz-content-sha256 as the payload hash (verify() has
     # checked it against the body) and hashes the body otherwise.
-    payload = by_name["x-amz-content-sha256"][0] if "x-amz-content-sha256" in names else None
+    signed_hash = "x-amz-content-sha256" in names
+    payload_hash = by_name["x-amz-content-sha256"][0] if signed_hash else body_hash
     canonical = "\n".join(
         (
             method.upper(),
@@ -323,7 +321,7 @@ def fast_signature(
             "",
             "\n".join(lines) + "\n",
             ";".join(names),
-            payload or body_sha256(body),
+            payload_hash,
         )
     )
     string_to_sign = "\n".join(

@@ -7,15 +7,24 @@ limit enforced and send a complete response.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from ferry.errors import FerryError
+from ferry.errors import FerryError, unexpected
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+# A successful answer: body, content type, extra headers.
+Answer = tuple[bytes, bytes, Headers]
+# A protocol's error form: HTTP status, body, extra headers.
+ErrorParts = Callable[[FerryError], tuple[int, bytes, Headers]]
+JSON = b"application/json"
 
 
 class RequestTooLarge(FerryError):
@@ -62,6 +71,28 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def answer_post(
+    scope: Scope, send: Send, answer: Awaitable[Answer], error_parts: ErrorParts
+) -> None:
+    """Send what `answer` produces with status 200, or its failure in the protocol's
+    error form (`error_parts`): a FerryError as itself, anything else as an internal
+    error that costs this one request, never the server (logged with its traceback).
+    A client that went away mid-body gets nothing."""
+    try:
+        body, content_type, headers = await answer
+        status = 200
+    except FerryError as exc:
+        status, body, headers = error_parts(exc)
+        content_type = JSON
+    except ClientDisconnected:
+        return
+    except Exception as exc:
+        log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+        status, body, headers = error_parts(unexpected(exc))
+        content_type = JSON
+    await send_response(send, status, body, content_type, headers)
 
 
 async def send_response(

@@ -22,7 +22,6 @@ Content-Type.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,23 +33,21 @@ from starlette.routing import Route
 
 from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON, JSON_LINES, JSONS, to_predict_body
 from ferry.codecs.tfserving_json import DecodedPredict, decode_predict_body, encode_predict_response
-from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented, unexpected
+from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
 from ferry.protocols.http_util import (
-    ClientDisconnected,
+    Answer,
     Receive,
     Scope,
     Send,
+    answer_post,
     header,
     read_body,
-    send_response,
 )
 from ferry.protocols.sagemaker_handlers import Context, HandlerResponse, InferenceHandlers
 from ferry.protocols.tfserving_rest import error_parts
 from ferry.served_version import ServedVersion
-
-log = logging.getLogger(__name__)
 
 INVOCATIONS_PATH = "/invocations"
 PING_PATH = "/ping"
@@ -128,23 +125,13 @@ class SageMakerInvocations:
     async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /invocations (registered as a fast-path prefix, so other paths that
         merely start with it are answered 404 here)."""
-        content_type, headers = b"application/json", []
-        try:
-            status = 200
-            body, content_type = await self._invoke(scope, receive)
-        except FerryError as exc:
-            status, body, headers = container_error_parts(exc)
-        except ClientDisconnected:
-            return
-        except Exception as exc:  # a bug must cost one request, never the server
-            log.exception("unexpected error serving POST %s", scope["path"])
-            status, body, headers = error_parts(unexpected(exc))
-        await send_response(send, status, body, content_type, extra_headers=headers)
+        await answer_post(scope, send, self._invoke(scope, receive), container_error_parts)
 
-    async def _invoke(self, scope: Scope, receive: Receive) -> tuple[bytes, bytes]:
+    async def _invoke(self, scope: Scope, receive: Receive) -> Answer:
         if scope["path"] != INVOCATIONS_PATH:
             raise _PathNotFound("Not Found")
-        return await self.invoke(scope, receive, "sagemaker")
+        body, content_type = await self.invoke(scope, receive, "sagemaker")
+        return body, content_type, []
 
     async def invoke(
         self,

@@ -37,13 +37,14 @@ from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode, unex
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager, VersionRecord
 from ferry.protocols.http_util import (
-    ClientDisconnected,
+    JSON,
+    Answer,
     Receive,
     RequestTooLarge,
     Scope,
     Send,
+    answer_post,
     read_body,
-    send_response,
 )
 from ferry.served_version import ServedVersion
 from ferry.tensors import TensorSpec, tf_dtype_name
@@ -134,22 +135,9 @@ class TFServingRest:
 
     async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every POST under /v1/: `:predict`, and TF Serving's errors for the rest."""
-        try:
-            status, body, headers = 200, await self._post(scope, receive), []
-        except FerryError as exc:
-            status, body, headers = error_parts(exc)
-        except ClientDisconnected:
-            return
-        except Exception as exc:  # a bug must cost one request, never the server
-            log.exception("unexpected error serving POST %s", scope["path"])
-            status, body, headers = error_parts(unexpected(exc))
-        await send_response(send, status, body, extra_headers=headers)
+        await answer_post(scope, send, self._post(scope, receive), error_parts)
 
-    async def _post(
-        self,
-        scope: Scope,
-        receive: Receive,
-    ) -> bytes:
+    async def _post(self, scope: Scope, receive: Receive) -> Answer:
         path = scope["path"]
         match = _POST_PATH.fullmatch(unquote(path) if "%" in path else path)
         if match is None:
@@ -159,7 +147,7 @@ class TFServingRest:
             raise InvalidArgument(f"Malformed request: POST {path}")
         body = parse_json(await read_body(scope, receive, self.max_request_bytes))
         if method != "predict":
-            return await self._classify_or_regress(method, match, body)
+            return await self._classify_or_regress(method, match, body), JSON, []
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
@@ -172,7 +160,7 @@ class TFServingRest:
             "rest", match["model"], version, match["label"], decode
         )
         assert decoded is not None
-        return encode_predict_response(prediction.outputs, decoded.format)
+        return encode_predict_response(prediction.outputs, decoded.format), JSON, []
 
     async def _classify_or_regress(self, method: str, match: re.Match[str], body: object) -> bytes:
         """`:classify` / `:regress`: the examples become the signature's serialized

@@ -36,13 +36,14 @@ from ferry.codecs.v2 import (
 from ferry.errors import FerryError, InvalidArgument, NotFound, unexpected
 from ferry.inference import InferenceService
 from ferry.protocols.http_util import (
-    ClientDisconnected,
+    JSON,
+    Answer,
     Receive,
     Scope,
     Send,
+    answer_post,
     header,
     read_body,
-    send_response,
 )
 from ferry.protocols.tfserving_rest import error_parts, error_response
 from ferry.protocols.v2_models import V2Models, signature_name_of, signature_of
@@ -130,31 +131,19 @@ class V2Rest:
 
     async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every POST under /v2/: inference and the repository extension."""
+        await answer_post(scope, send, self._post(scope, receive), error_parts)
+
+    async def _post(self, scope: Scope, receive: Receive) -> Answer:
         path = scope["path"]
         if "%" in path:
             path = unquote(path)
-        content_type = b"application/json"
-        extra: list[tuple[bytes, bytes]] = []
-        try:
-            match = _INFER_PATH.fullmatch(path)
-            if match is not None:
-                body, header_length = await self._infer(scope, receive, match)
-                status = 200
-                if header_length is not None:
-                    content_type = b"application/octet-stream"
-                    extra.append((_HEADER_LENGTH, str(header_length).encode()))
-            else:
-                status, body = 200, await self._repository(scope, receive, path)
-        except FerryError as exc:
-            status, body, extra = error_parts(exc)
-            content_type = b"application/json"
-        except ClientDisconnected:
-            return
-        except Exception as exc:  # a bug must cost one request, never the server
-            log.exception("unexpected error serving POST %s", path)
-            status, body, extra = error_parts(unexpected(exc))
-            content_type = b"application/json"
-        await send_response(send, status, body, content_type, extra)
+        match = _INFER_PATH.fullmatch(path)
+        if match is None:
+            return await self._repository(scope, receive, path), JSON, []
+        body, header_length = await self._infer(scope, receive, match)
+        if header_length is None:
+            return body, JSON, []
+        return body, b"application/octet-stream", [(_HEADER_LENGTH, str(header_length).encode())]
 
     async def _infer(
         self, scope: Scope, receive: Receive, match: re.Match[str]

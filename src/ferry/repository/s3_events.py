@@ -103,11 +103,9 @@ class S3EventListener:
         if not messages:
             return False
         watched = tuple(self.watched())
+        keys = [found for m in messages for found in event_keys(m.get("Body", ""))]
         relevant = any(
-            bucket == watched_bucket and key.startswith(prefix)
-            for message in messages
-            for bucket, key in event_keys(message.get("Body", ""))
-            for watched_bucket, prefix in watched
+            bucket == b and key.startswith(prefix) for bucket, key in keys for b, prefix in watched
         )
         if relevant:
             self.on_change()  # first: the poll should not wait for the delete
