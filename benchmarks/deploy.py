@@ -12,9 +12,11 @@
    server), so the figure is also given from the start of ferry's download (read from
    its log), without that wait. The settle check runs during the download.
 
-2. Auth: c64 wrk throughput of mlp_small TF REST JSON against ferry without `--auth` and
-   with it, the same signed request (`ferry.auth.sigv4.sign_headers`, re-signed before
-   every run, well inside the 5-minute window) or bearer token replayed by wrk. ferry's
+2. Auth: c64 wrk throughput of mlp_small against ferry without `--auth` and with it, on
+   TF REST JSON and on the SageMaker runtime API (`/endpoints/mlp-small/invocations`,
+   what boto3's `sagemaker-runtime` signs; the same JSON body), the same signed request
+   (`ferry.auth.sigv4.sign_headers`, re-signed before every run, well inside the
+   5-minute window) or bearer token replayed by wrk. ferry's
    own metrics confirm that every request was accepted: `ferry_auth_refused_total` and
    non-OK `ferry_requests_total` must not grow, and `ferry_auth_checks_total` must grow
    by about the request count.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import re
@@ -353,6 +356,7 @@ class AuthRun:
 
     mode: str  # "none", "sigv4", "bearer"
     round: int
+    api: str = "tfserving"  # a key of AUTH_APIS
     load: LoadResult | None = None
     failure: str | None = None
     server_cores: float | None = None
@@ -362,6 +366,27 @@ class AuthRun:
     refused: float = 0.0
     checks: float = 0.0
     check_us: float | None = None
+
+
+@dataclass(frozen=True)
+class AuthApi:
+    """A REST API the auth cost is measured on: its predict path and `api` metric label."""
+
+    title: str
+    path: str
+    metric_api: str
+
+
+# TF Serving REST is ferry's main API; the SageMaker runtime API is the one boto3's
+# sagemaker-runtime client signs with SigV4 (`invoke_endpoint`), the same JSON body.
+AUTH_APIS = {
+    "tfserving": AuthApi("TF REST JSON", f"/v1/models/{SMALL}:predict", "rest"),
+    "runtime": AuthApi(
+        "SageMaker runtime",
+        f"/endpoints/{SMALL.replace('_', '-')}/invocations",
+        "sagemaker_runtime",
+    ),
+}
 
 
 def create_key(path: Path, kind: str) -> dict[str, str]:
@@ -396,6 +421,7 @@ def wait_authed(server: Server, body: bytes, headers: dict[str, str]) -> None:
 
 def auth_run(
     server: Server,
+    api: str,
     mode: str,
     round_: int,
     headers: dict[str, str],
@@ -407,14 +433,14 @@ def auth_run(
     duration: float,
 ) -> AuthRun:
     """Check one request with `headers`, warm up, then one measured wrk run."""
-    result = AuthRun(mode, round_)
-    path = f"/v1/models/{SMALL}:predict"
+    result = AuthRun(mode, round_, api)
+    path = AUTH_APIS[api].path
     status, payload = request(server.port, "POST", path, body, headers)
     if status != 200:
         result.failure = f"check request: HTTP {status} {payload[:200]!r}"
         return result
     body_file = folder / "small.json"
-    script = write_script(folder / f"auth-{mode}.lua", body_file, headers)
+    script = write_script(folder / f"auth-{api}-{mode}.lua", body_file, headers)
     url = f"http://{HOST}:{server.port}{path}"
     try:
         if warmup > 0:
@@ -432,7 +458,9 @@ def auth_run(
     result.server_cores = (cpu1.server - cpu0.server) / wall
     busy = cpu1.machine_busy - cpu0.machine_busy
     result.other_cores = max(0.0, busy - (cpu1.server - cpu0.server) - load.client_cpu_s) / wall
-    outcomes = delta(before, after, "ferry_requests_total", model=SMALL, api="rest")
+    outcomes = delta(
+        before, after, "ferry_requests_total", model=SMALL, api=AUTH_APIS[api].metric_api
+    )
     for labels, n in outcomes.items():
         outcome = dict(labels).get("outcome", "?")
         if outcome == "OK":
@@ -479,32 +507,34 @@ def auth_cost(folder: Path, args: argparse.Namespace, notes: list[str]) -> list[
         wait_authed(authed, body, bearer)
         status, _ = request(authed.port, "POST", f"/v1/models/{SMALL}:predict", body, plain)
         notes.append(f"ferry --auth answered an unsigned predict with HTTP {status}")
-        for round_ in range(1, args.rounds + 1):
-            for mode in ("none", "sigv4", "bearer"):
-                server = servers["ferry"] if mode == "none" else authed
-                if mode == "sigv4":  # signed now: valid for 5 minutes, the run takes seconds
-                    url = f"http://{HOST}:{server.port}/v1/models/{SMALL}:predict"
-                    headers = sign_headers(
-                        "POST", url, body, sigv4["id"], sigv4["aws_secret_access_key"],
-                        headers=dict(plain),
-                    )  # fmt: skip
-                else:
-                    headers = bearer if mode == "bearer" else plain
-                print(f"wrk c{args.connections} auth={mode} round {round_} ...", file=sys.stderr)
-                runs.append(
-                    auth_run(
-                        server,
-                        mode,
-                        round_,
-                        headers,
-                        bearer,
-                        body,
-                        folder,
-                        args.connections,
-                        args.warmup,
-                        args.duration,
-                    )
+        for round_, api, mode in itertools.product(
+            range(1, args.rounds + 1), args.auth_apis, ("none", "sigv4", "bearer")
+        ):
+            server = servers["ferry"] if mode == "none" else authed
+            if mode == "sigv4":  # signed now: valid for 5 minutes, the run takes seconds
+                url = f"http://{HOST}:{server.port}{AUTH_APIS[api].path}"
+                headers = sign_headers(
+                    "POST", url, body, sigv4["id"], sigv4["aws_secret_access_key"],
+                    headers=dict(plain),
+                )  # fmt: skip
+            else:
+                headers = bearer if mode == "bearer" else plain
+            print(f"wrk c{args.connections} {api} auth={mode} round {round_} ...", file=sys.stderr)
+            runs.append(
+                auth_run(
+                    server,
+                    api,
+                    mode,
+                    round_,
+                    headers,
+                    bearer,
+                    body,
+                    folder,
+                    args.connections,
+                    args.warmup,
+                    args.duration,
                 )
+            )
         for server in servers.values():
             notes += [f"{server.name} log: {x}" for x in log_findings(server.log_path)]
     return runs
@@ -574,7 +604,7 @@ def render(
     if not cold:
         out.append("| (not measured) | | | | | | | | | | | | | |")
 
-    out += ["", f"## Cost of --auth: mlp_small, TF REST JSON, c{connections} (wrk)", ""]
+    out += ["", f"## Cost of --auth: mlp_small, c{connections} (wrk)", ""]
     out += [
         "accepted / refused / checks: ferry's `ferry_requests_total{outcome=OK}`, "
         "`ferry_auth_refused_total` and `ferry_auth_checks_total{api=http}` growth over the "
@@ -582,13 +612,13 @@ def render(
         "the metrics read). check µs: "
         "`ferry_auth_check_seconds_total / ferry_auth_checks_total` in the window.",
         "",
-        "| round | auth | req/s | / no auth | p50 ms | p99 ms | wrk errors | accepted (OK) "
-        "| not OK | refused | checks | check µs | server CPU (cores) | load gen CPU (cores) "
-        "| other CPU (cores) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| round | API | auth | req/s | / no auth | p50 ms | p99 ms | wrk errors "
+        "| accepted (OK) | not OK | refused | checks | check µs | server CPU (cores) "
+        "| load gen CPU (cores) | other CPU (cores) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in auth:
-        head = f"| {r.round} | {r.mode} "
+        head = f"| {r.round} | {AUTH_APIS[r.api].title} | {r.mode} "
         if r.load is None:
             out.append(f"{head}| FAILED: {r.failure} | | | | | | | | | | | | |")
             continue
@@ -603,7 +633,7 @@ def render(
             f"| {fmt(r.other_cores)} |"
         )
     if not auth:
-        out.append("| (not measured) | | | | | | | | | | | | | | |")
+        out.append("| (not measured) | | | | | | | | | | | | | | | |")
 
     out += ["", "## Targets (from this run)", ""]
     out += ["| target | value | goal | status |", "|---|---:|---|---|"]
@@ -620,15 +650,16 @@ def render(
 def round_ratio(auth: list[AuthRun], run: AuthRun) -> float | None:
     """`run`'s req/s over the no-auth req/s of the same round (measured seconds apart,
     so a shared machine's drift hits both alike)."""
-    base = next((r for r in auth if r.round == run.round and r.mode == "none"), None)
+    base = next((r for r in auth if (r.round, r.api, r.mode) == (run.round, run.api, "none")), None)
     if run.load is None or base is None or base.load is None or not base.load.requests_per_s:
         return None
     return run.load.requests_per_s / base.load.requests_per_s
 
 
-def slowdown(auth: list[AuthRun], mode: str) -> float | None:
-    """1 - the median over rounds of (mode req/s / no-auth req/s of the same round)."""
-    ratio = median([round_ratio(auth, r) for r in auth if r.mode == mode])
+def slowdown(auth: list[AuthRun], mode: str, api: str) -> float | None:
+    """1 - the median over rounds of (mode req/s / no-auth req/s of the same round), on
+    one API."""
+    ratio = median([round_ratio(auth, r) for r in auth if (r.mode, r.api) == (mode, api)])
     return None if ratio is None else 1 - ratio
 
 
@@ -641,11 +672,11 @@ def targets(
         for mode in COLD_MODES
     }
     active = median([a / c.baseline_s for c in cold if (a := c.ferry_active_s) is not None])
-    slow = {m: slowdown(auth, m) for m in ("sigv4", "bearer")}
+    measured_apis = [api for api in AUTH_APIS if any(r.api == api for r in auth)]
     errors = sum(
         (r.load.errors if r.load else 1) + r.refused + sum(r.not_ok.values()) for r in auth
     )
-    return [
+    rows = [
         (
             "cold start mlp_large with S3 events: ferry (upload complete -> first 200) / "
             "(boto3 download + load), median",
@@ -659,19 +690,24 @@ def targets(
             "same, from the start of ferry's download (wait excluded), both modes, median",
             active, "<= 1.50 (informative)", active is not None and active <= 1.5,
         ),
-        (
-            "--auth SigV4: c64 req/s slowdown, 1 - median over rounds of signed / no auth",
-            slow["sigv4"], "<= 0.10", slow["sigv4"] is not None and slow["sigv4"] <= 0.10,
-        ),
-        (
-            "--auth bearer: c64 req/s slowdown, 1 - median over rounds of bearer / no auth",
-            slow["bearer"], "<= 0.10", slow["bearer"] is not None and slow["bearer"] <= 0.10,
-        ),
+    ]  # fmt: skip
+    for api, mode in itertools.product(measured_apis or ["tfserving"], ("sigv4", "bearer")):
+        slow = slowdown(auth, mode, api)
+        label = "SigV4" if mode == "sigv4" else "bearer"
+        rows.append(
+            (
+                f"--auth {label}, {AUTH_APIS[api].title}: c64 req/s slowdown, "
+                f"1 - median over rounds of {mode} / no auth",
+                slow, "<= 0.10", slow is not None and slow <= 0.10,
+            )
+        )  # fmt: skip
+    rows.append(
         (
             "auth runs: wrk errors + refused + non-OK (a failed run counts as one)",
             float(errors) if auth else None, "== 0", errors == 0,
-        ),
-    ]  # fmt: skip
+        )
+    )  # fmt: skip
+    return rows
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -684,12 +720,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--parts", default="coldstart,auth", help="comma-separated: coldstart, auth"
     )
+    parser.add_argument(
+        "--auth-apis",
+        default=",".join(AUTH_APIS),
+        help=f"comma-separated APIs for the auth cost: {', '.join(AUTH_APIS)} (default both)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 versions, 1 round of 5 s")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.rounds, args.duration = 2, 1, 5.0
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    args.auth_apis = [a.strip() for a in args.auth_apis.split(",") if a.strip()]
+    unknown = set(args.auth_apis) - set(AUTH_APIS)
+    if unknown:
+        parser.error(f"unknown --auth-apis: {', '.join(sorted(unknown))}")
     return args
 
 

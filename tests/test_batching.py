@@ -551,3 +551,74 @@ def test_under_load_the_fill_wait_ends_when_requests_stop_arriving(
     full.result(WAIT)
     queue.close()
     assert observer.batches == [(4, 4), (2, 2)]
+
+
+@pytest.mark.parametrize(("fill", "expected"), [(True, [(4, 4), (4, 4)]), (False, None)])
+def test_without_a_timeout_a_loaded_worker_waits_up_to_one_run_for_a_full_batch(
+    make_queue: Callable[..., BatchQueue],
+    gated: Callable[[RunFunction], GatedModel],
+    fill: bool,
+    expected: list[tuple[int, int]] | None,
+) -> None:
+    """batch_timeout_micros is 0 (ferry's default): with fill_under_load the worker waits
+    for the two missing rows (the first run took 0.6 s, so it may wait that long); without
+    it the two queued rows run at once."""
+    observer = RecordingObserver()
+    gate = gated(double)
+    queue = make_queue(gate, observer=observer, max_batch_size=4, fill_under_load=fill)
+    full = queue.submit(rows(4, seed=1))  # a full first batch: the queue is under load
+    assert gate.entered.wait(WAIT)
+    time.sleep(0.6)
+    early = queue.submit(rows(2, seed=2))
+    gate.open()
+    time.sleep(0.2)
+    late = queue.submit(rows(2, seed=3))
+
+    for future, request in ((full, rows(4, 1)), (early, rows(2, 2)), (late, rows(2, 3))):
+        assert_same_outputs(future.result(WAIT), double(request))
+    queue.close()
+    assert observer.batches == (expected or [(4, 4), (2, 2), (2, 2)])
+
+
+def test_without_a_timeout_the_fill_wait_lasts_about_one_run(
+    make_queue: Callable[..., BatchQueue], gated: Callable[[RunFunction], GatedModel]
+) -> None:
+    observer = RecordingObserver()
+    gate = gated(double)
+    queue = make_queue(gate, observer=observer, max_batch_size=4)
+    queue.submit(rows(4, seed=1))
+    assert gate.entered.wait(WAIT)
+    time.sleep(0.4)  # the first run lasts at least 0.4 s
+    partial = queue.submit(rows(2, seed=2))
+    opened = time.monotonic()
+    gate.open()
+
+    assert_same_outputs(partial.result(WAIT), double(rows(2, seed=2)))
+    waited = time.monotonic() - opened
+    queue.close()
+    assert 0.4 <= waited < WAIT / 2  # it waited one run's time for rows, then ran what it had
+    assert observer.batches == [(4, 4), (2, 2)]
+
+
+def test_without_a_timeout_the_fill_wait_ends_when_arrivals_pause(
+    make_queue: Callable[..., BatchQueue], gated: Callable[[RunFunction], GatedModel]
+) -> None:
+    """Once a request arrived during the wait, a pause in arrivals ends it long before
+    the run-length bound (3 s here)."""
+    observer = RecordingObserver()
+    gate = gated(double)
+    queue = make_queue(gate, observer=observer, max_batch_size=8)
+    queue.submit(rows(8, seed=1))
+    assert gate.entered.wait(WAIT)
+    time.sleep(3.0)
+    early = queue.submit(rows(2, seed=2))
+    gate.open()
+    time.sleep(0.2)  # the worker is waiting now; this arrival starts the gap rule
+    arrived = time.monotonic()
+    late = queue.submit(rows(1, seed=3))
+
+    assert_same_outputs(late.result(WAIT), double(rows(1, seed=3)))
+    assert time.monotonic() - arrived < 1.5
+    early.result(WAIT)
+    queue.close()
+    assert observer.batches == [(8, 8), (3, 3)]

@@ -199,7 +199,11 @@ def test_batching_parameters_use_tf_servings_wrapper_fields() -> None:
 
 def test_unset_batching_fields_keep_the_base_values() -> None:
     base = BatchingConfig(
-        enabled=False, max_batch_size=16, batch_timeout_micros=500, num_batch_threads=3
+        enabled=False,
+        max_batch_size=16,
+        batch_timeout_micros=500,
+        num_batch_threads=3,
+        fill_under_load=False,
     )
 
     config = parse_batching_parameters("max_enqueued_batches { value: 7 }", base)
@@ -210,6 +214,7 @@ def test_unset_batching_fields_keep_the_base_values() -> None:
         batch_timeout_micros=500,
         max_enqueued_batches=7,
         num_batch_threads=3,
+        fill_under_load=False,
     )
 
 

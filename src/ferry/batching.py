@@ -6,10 +6,10 @@ what an unbatched run would give. Limits count rows, not requests: a request wit
 more rows than `max_batch_size` is cut into slices that may share batches with
 other requests.
 
-Scheduling: a free worker takes what is queued at once when no other batch of
-this queue is running, so batching adds no wait at light load. Only while another
-batch is already running does a worker wait up to `batch_timeout_micros` for the
-batch to fill. A full queue refuses new requests immediately (`Unavailable`).
+Scheduling: at light load a free worker takes what is queued at once, so batching
+adds no wait. Under sustained load it waits for the batch to fill (see
+`BatchQueue._wait_for_fill`). A full queue refuses new requests immediately
+(`Unavailable`).
 
 Thread-safety: `submit` may be called from any thread; results are delivered
 through `concurrent.futures.Future`.
@@ -45,6 +45,8 @@ class BatchingConfig:
     `max_batch_size` rows per model run; `max_enqueued_batches` bounds the queue at
     `max_enqueued_batches * max_batch_size` rows; `allowed_batch_sizes` (increasing,
     ending at `max_batch_size`) pads each batch up to the next allowed size.
+    `fill_under_load` (ferry's, not TF Serving's) lets a worker under sustained load
+    wait up to one model run's time for a full batch while `batch_timeout_micros` is 0.
     """
 
     enabled: bool = True
@@ -53,6 +55,7 @@ class BatchingConfig:
     max_enqueued_batches: int = 16
     num_batch_threads: int = 1
     allowed_batch_sizes: tuple[int, ...] = ()
+    fill_under_load: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -147,6 +150,7 @@ class BatchQueue:
         self._queued_rows = 0
         self._running = 0
         self._last_batch_rows = 0
+        self._last_run_seconds = 0.0
         self._last_arrival = 0.0
         self._closed = False
         self._cond = threading.Condition()
@@ -216,23 +220,43 @@ class BatchQueue:
                     self._running -= 1
 
     def _wait_for_fill(self) -> None:
-        """Under load, give the queue up to the timeout to fill a batch (lock held).
+        """Under load, give the queue time to fill a batch (lock held).
 
         "Under load" means another batch of this queue is running, or the previous
         batch was at least half full. At light load a request is dispatched at once,
-        so batching costs no latency; under sustained load fuller batches make each
-        model run cheaper per row. The wait also ends when no request arrived for
-        `ARRIVAL_GAP_SECONDS`: then no more are coming soon.
+        so batching costs no latency. Under sustained load a full batch is cheaper
+        per row (the model's fixed cost per run, such as reading all its weights, is
+        shared by more rows), and on a CPU shared with the HTTP front it runs while
+        the front is idle instead of competing with it for cores: measured, mlp_large
+        at 64 connections on 2 cores went from batches of ~30 to full batches of 64
+        and served ~15 % more requests.
+
+        How long: with `batch_timeout_micros` set, until that long after the oldest
+        queued request arrived (TF Serving's meaning). Otherwise, with
+        `fill_under_load`, at most as long as the previous model run took, counted
+        from now: a request waits at most about one more run. Either wait ends once
+        requests stop arriving for `ARRIVAL_GAP_SECONDS` (for the adaptive wait: after
+        one arrived during it, since a loaded front is busy writing the previous
+        batch's answers before new requests come in).
         """
-        timeout = self.config.batch_timeout_micros / 1e6
-        if not (timeout and self._batchable):
+        if not self._batchable:
             return
         if not self._running and self._last_batch_rows * 2 < self.config.max_batch_size:
             return
-        deadline = self._queue[0].request.enqueued_at + timeout
+        timeout = self.config.batch_timeout_micros / 1e6
+        if timeout:
+            deadline = self._queue[0].request.enqueued_at + timeout
+            gap_counts_after = 0.0  # every arrival
+        elif self.config.fill_under_load:
+            gap_counts_after = time.monotonic()
+            deadline = gap_counts_after + self._last_run_seconds
+        else:
+            return
         while self._queued_rows < self.config.max_batch_size and not self._closed:
             # Stop early once requests stop arriving: waiting longer would only add latency.
-            until = min(deadline, self._last_arrival + ARRIVAL_GAP_SECONDS)
+            until = deadline
+            if self._last_arrival >= gap_counts_after:
+                until = min(deadline, self._last_arrival + ARRIVAL_GAP_SECONDS)
             remaining = until - time.monotonic()
             if remaining <= 0 or not self._queue:
                 return
@@ -298,6 +322,7 @@ class BatchQueue:
         begin = time.monotonic()
         outputs = self._run(inputs)
         compute_seconds = time.monotonic() - begin
+        self._last_run_seconds = compute_seconds
         if solo:
             self._complete(pieces[0], outputs)
         else:

@@ -129,6 +129,14 @@ def main() -> None:
     help="Merge concurrent requests into one model run.",
 )
 @click.option(
+    "--batch_fill_under_load",
+    default=True,
+    show_default=True,
+    **_BOOL,
+    help="Under sustained load, wait up to one model run's time for a full batch "
+    "(when batch_timeout_micros is 0). Fuller batches cost less per row.",
+)
+@click.option(
     "--batching_parameters_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="TF Serving BatchingParameters text file (max_batch_size, "
@@ -251,6 +259,7 @@ def serve(
     file_system_poll_wait_seconds: float,
     version_settle_seconds: float,
     enable_batching: bool,
+    batch_fill_under_load: bool,
     batching_parameters_file: Path | None,
     max_request_bytes: int,
     rest_api_timeout_in_ms: int,
@@ -321,7 +330,7 @@ def serve(
                 "nothing to serve: give ROOT, --model_base_path, "
                 "--model_config_file, or MODEL_NAME/MODEL_BASE_PATH"
             )
-        batching = BatchingConfig(enabled=enable_batching)
+        batching = BatchingConfig(enabled=enable_batching, fill_under_load=batch_fill_under_load)
         if batching_parameters_file is not None:
             batching = load_batching_file(batching_parameters_file, batching)
     except ConfigError as exc:

@@ -119,7 +119,12 @@ def parse_batching_parameters(text: str, base: BatchingConfig | None = None) -> 
     if message.pad_variable_length_inputs:
         raise ConfigError("batching parameters: pad_variable_length_inputs is not supported")
     try:
-        return BatchingConfig(enabled=base.enabled, allowed_batch_sizes=allowed, **values)
+        return BatchingConfig(
+            enabled=base.enabled,
+            allowed_batch_sizes=allowed,
+            fill_under_load=base.fill_under_load,
+            **values,
+        )
     except ValueError as exc:
         raise ConfigError(f"batching parameters: {exc}") from None
 

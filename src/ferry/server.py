@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -43,6 +44,25 @@ from ferry.repository.location import ObjectStoreOptions
 from ferry.repository.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
+
+# Python's default is a young-generation collection every 700 new container objects.
+# A request allocates a few hundred (dicts, lists, coroutines, futures), so the collector
+# ran every few requests and a full collection every few hundred. Measured: about 12 µs
+# of the event loop's ~75 µs per mlp_small request, 10-13 % of c64 throughput.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never look at what start-up created again.
+
+    `gc.freeze()` moves every object alive now (modules, classes, functions: hundreds of
+    thousands with onnxruntime, numpy, grpc and botocore imported) out of the
+    collector's sight, so full collections walk only what serving created since.
+    Request handling makes few reference cycles, and the manager collects explicitly
+    after unloading a version (so reloads free their memory at once), so rarer
+    collections cost no memory growth; the 50-reload RSS test checks it."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,7 @@ class FerryServer:
             uvloop.run(self.serve())
 
     async def serve(self) -> None:
+        tune_garbage_collector()
         self.watcher.start()
         grpc_server = await self._start_grpc()
         loop = asyncio.get_running_loop()
