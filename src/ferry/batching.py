@@ -152,6 +152,8 @@ class BatchQueue:
         self._last_batch_rows = 0
         self._last_run_seconds = 0.0
         self._last_arrival = 0.0
+        self._filling = 0  # workers in _wait_for_fill
+        self._fill_gap_from = 0.0  # arrivals after this end a fill wait after a pause
         self._closed = False
         self._cond = threading.Condition()
         self._completion_lock = threading.Lock()
@@ -194,8 +196,18 @@ class BatchQueue:
                 )
             self._queue.extend(slices)
             self._queued_rows += cost
+            first_in_fill = self._last_arrival < self._fill_gap_from
             self._last_arrival = request.enqueued_at
-            self._cond.notify()
+            # A worker waiting for its batch to fill wakes on its own deadlines; waking it
+            # per arrival would only make it take the GIL from the event loop to go back
+            # to sleep. It is woken when the batch is full, and by the first arrival of
+            # its wait (which starts the pause rule's clock).
+            if (
+                not self._filling
+                or first_in_fill
+                or self._queued_rows >= self.config.max_batch_size
+            ):
+                self._cond.notify()
         return request.future
 
     # -- workers --------------------------------------------------------------------
@@ -252,15 +264,20 @@ class BatchQueue:
             deadline = gap_counts_after + self._last_run_seconds
         else:
             return
-        while self._queued_rows < self.config.max_batch_size and not self._closed:
-            # Stop early once requests stop arriving: waiting longer would only add latency.
-            until = deadline
-            if self._last_arrival >= gap_counts_after:
-                until = min(deadline, self._last_arrival + ARRIVAL_GAP_SECONDS)
-            remaining = until - time.monotonic()
-            if remaining <= 0 or not self._queue:
-                return
-            self._cond.wait(remaining)
+        self._filling += 1
+        self._fill_gap_from = gap_counts_after
+        try:
+            while self._queued_rows < self.config.max_batch_size and not self._closed:
+                # Stop early once requests stop arriving: waiting longer only adds latency.
+                until = deadline
+                if self._last_arrival >= gap_counts_after:
+                    until = min(deadline, self._last_arrival + ARRIVAL_GAP_SECONDS)
+                remaining = until - time.monotonic()
+                if remaining <= 0 or not self._queue:
+                    return
+                self._cond.wait(remaining)
+        finally:
+            self._filling -= 1
 
     def _take_batch(self) -> list[_Slice]:
         """Pop the head slice and every following slice that stacks with it (lock held)."""
