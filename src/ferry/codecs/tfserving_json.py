@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ferry.codecs.float_rows import FloatRows
 from ferry.errors import InvalidArgument
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, convert_array
 
@@ -80,6 +81,24 @@ def decode_predict_body(body: Any, signatures: Mapping[str, Signature]) -> Decod
         raise InvalidArgument("Missing 'inputs' or 'instances' key")
     signature.check_inputs(inputs)
     return DecodedPredict(name, inputs, request_format)
+
+
+def decode_float_rows(
+    rows: FloatRows, signatures: Mapping[str, Signature]
+) -> DecodedPredict | None:
+    """`decode_predict_body` for a body `parse_float_rows` took: the same arrays and
+    errors, or None when the signature needs the general path (several inputs, or an
+    input that is not floating point: integers must be checked for fractions)."""
+    name = DEFAULT_SIGNATURE if rows.signature_name is None else rows.signature_name
+    signature = signatures.get(name)
+    if signature is None or len(signature.inputs) != 1:
+        return None
+    ((input_name, spec),) = signature.inputs.items()
+    if spec.dtype == STRING_DTYPE or np.dtype(spec.dtype).kind != "f":
+        return None
+    inputs = {input_name: rows.rows.astype(spec.dtype, copy=False)}
+    signature.check_inputs(inputs)
+    return DecodedPredict(name, inputs, ROW)
 
 
 def _is_b64(value: Any) -> bool:

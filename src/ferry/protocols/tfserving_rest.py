@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry.codecs.float_rows import parse_float_rows
 from ferry.codecs.tf_example import (
     example_input,
     examples_from_json,
@@ -28,6 +29,7 @@ from ferry.codecs.tf_example import (
 )
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
+    decode_float_rows,
     decode_predict_body,
     encode_predict_response,
     parse_json,
@@ -145,14 +147,22 @@ class TFServingRest:
         method = match["method"].lower()
         if method not in ("predict", "classify", "regress"):
             raise InvalidArgument(f"Malformed request: POST {path}")
-        body = parse_json(await read_body(scope, receive, self.max_request_bytes))
+        raw = await read_body(scope, receive, self.max_request_bytes)
         if method != "predict":
-            return await self._classify_or_regress(method, match, body), JSON, []
+            return await self._classify_or_regress(method, match, parse_json(raw)), JSON, []
+        # Plain numeric rows (the commonest body) skip building Python floats.
+        float_rows = parse_float_rows(raw)
+        body = parse_json(raw) if float_rows is None else None
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
-            nonlocal decoded
-            decoded = decode_predict_body(body, served.signatures)
+            nonlocal decoded, body
+            if float_rows is not None:
+                decoded = decode_float_rows(float_rows, served.signatures)
+            if decoded is None:
+                if body is None:
+                    body = parse_json(raw)
+                decoded = decode_predict_body(body, served.signatures)
             return decoded.signature_name, decoded.inputs
 
         version = int(match["version"]) if match["version"] else None
