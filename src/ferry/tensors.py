@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ferry.edge.signature import shape_mismatch
 from ferry.errors import InvalidArgument
 
 # TF DataType names (used on the wire by TF Serving) for each numpy dtype ferry serves.
@@ -65,19 +66,9 @@ class TensorSpec:
 
     def check(self, array: np.ndarray) -> None:
         """Raise InvalidArgument naming the problem if `array` does not fit this spec."""
-        if self.shape is None:
-            return
-        if array.ndim != len(self.shape):
-            raise InvalidArgument(
-                f"Input '{self.name}' has rank {array.ndim} (shape {list(array.shape)}) "
-                f"but the model expects rank {len(self.shape)} (shape {list(self.shape)})"
-            )
-        for axis, (got, want) in enumerate(zip(array.shape, self.shape, strict=True)):
-            if want != -1 and got != want:
-                raise InvalidArgument(
-                    f"Input '{self.name}' has shape {list(array.shape)} but the model expects "
-                    f"{list(self.shape)} (dimension {axis} must be {want})"
-                )
+        problem = shape_mismatch(self.name, array.shape, self.shape)
+        if problem is not None:
+            raise InvalidArgument(problem)
 
 
 @dataclass(frozen=True)

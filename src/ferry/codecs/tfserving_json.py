@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ferry.codecs.float_rows import FloatRows
+from ferry.codecs.float_rows import FloatRows, parse_float_rows
 from ferry.errors import InvalidArgument
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, convert_array
 
@@ -83,6 +83,28 @@ def decode_predict_body(body: Any, signatures: Mapping[str, Signature]) -> Decod
     return DecodedPredict(name, inputs, request_format)
 
 
+class PredictBody:
+    """A `:predict` body, parsed before the model is known (so malformed JSON is
+    reported first, as before) and decoded against the serving version's signatures
+    after. Plain numeric rows take the simdjson path (`float_rows`); everything else,
+    and rows the signature cannot take that way, the general orjson path."""
+
+    __slots__ = ("_parsed", "_raw", "_rows")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._rows = parse_float_rows(raw)
+        self._parsed: Any = None if self._rows is not None else parse_json(raw)
+
+    def decode(self, signatures: Mapping[str, Signature]) -> DecodedPredict:
+        if self._rows is not None:
+            decoded = decode_float_rows(self._rows, signatures)
+            if decoded is not None:
+                return decoded
+            self._parsed = parse_json(self._raw)
+        return decode_predict_body(self._parsed, signatures)
+
+
 def decode_float_rows(
     rows: FloatRows, signatures: Mapping[str, Signature]
 ) -> DecodedPredict | None:
@@ -94,7 +116,7 @@ def decode_float_rows(
     if signature is None or len(signature.inputs) != 1:
         return None
     ((input_name, spec),) = signature.inputs.items()
-    if spec.dtype == STRING_DTYPE or np.dtype(spec.dtype).kind != "f":
+    if spec.dtype.kind != "f":  # strings (object dtype), integers, bools
         return None
     inputs = {input_name: rows.rows.astype(spec.dtype, copy=False)}
     signature.check_inputs(inputs)

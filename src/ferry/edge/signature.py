@@ -146,16 +146,28 @@ def _convert(value: Any, info: TensorInfo) -> np.ndarray:
 
 
 def _check_shape(array: np.ndarray, info: TensorInfo) -> None:
-    if info.shape is None:
-        return
-    if array.ndim != len(info.shape):
-        raise EdgeInputError(
-            f"Input '{info.name}' has rank {array.ndim} (shape {list(array.shape)}) "
-            f"but the model expects rank {len(info.shape)} (shape {list(info.shape)})"
+    problem = shape_mismatch(info.name, array.shape, info.shape)
+    if problem is not None:
+        raise EdgeInputError(problem)
+
+
+def shape_mismatch(
+    name: str, shape: tuple[int, ...], expected: tuple[int, ...] | None
+) -> str | None:
+    """Why an input of `shape` does not fit `expected` (-1: any size; None: any
+    shape), or None when it fits. The server (`ferry.tensors`) uses it too, so both
+    refuse the same inputs with the same words."""
+    if expected is None:
+        return None
+    if len(shape) != len(expected):
+        return (
+            f"Input '{name}' has rank {len(shape)} (shape {list(shape)}) "
+            f"but the model expects rank {len(expected)} (shape {list(expected)})"
         )
-    for axis, (got, want) in enumerate(zip(array.shape, info.shape, strict=True)):
+    for axis, (got, want) in enumerate(zip(shape, expected, strict=True)):
         if want != -1 and got != want:
-            raise EdgeInputError(
-                f"Input '{info.name}' has shape {list(array.shape)} but the model expects "
-                f"{list(info.shape)} (dimension {axis} must be {want})"
+            return (
+                f"Input '{name}' has shape {list(shape)} but the model expects "
+                f"{list(expected)} (dimension {axis} must be {want})"
             )
+    return None

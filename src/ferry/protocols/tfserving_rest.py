@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.codecs.float_rows import parse_float_rows
 from ferry.codecs.tf_example import (
     example_input,
     examples_from_json,
@@ -29,8 +28,7 @@ from ferry.codecs.tf_example import (
 )
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
-    decode_float_rows,
-    decode_predict_body,
+    PredictBody,
     encode_predict_response,
     parse_json,
     signature_name_of,
@@ -150,19 +148,12 @@ class TFServingRest:
         raw = await read_body(scope, receive, self.max_request_bytes)
         if method != "predict":
             return await self._classify_or_regress(method, match, parse_json(raw)), JSON, []
-        # Plain numeric rows (the commonest body) skip building Python floats.
-        float_rows = parse_float_rows(raw)
-        body = parse_json(raw) if float_rows is None else None
+        body = PredictBody(raw)
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
-            nonlocal decoded, body
-            if float_rows is not None:
-                decoded = decode_float_rows(float_rows, served.signatures)
-            if decoded is None:
-                if body is None:
-                    body = parse_json(raw)
-                decoded = decode_predict_body(body, served.signatures)
+            nonlocal decoded
+            decoded = body.decode(served.signatures)
             return decoded.signature_name, decoded.inputs
 
         version = int(match["version"]) if match["version"] else None

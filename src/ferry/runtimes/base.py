@@ -72,3 +72,13 @@ class Runtime(ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook, most runtimes just drop references
         """Release the model's resources."""
+
+
+def model_file_in(version_dir: Path, preferred: str, pattern: str) -> Path | None:
+    """`preferred` in `version_dir` if present, else the only file matching `pattern`
+    (None when there is none, or several to choose from)."""
+    path = version_dir / preferred
+    if path.is_file():
+        return path
+    candidates = sorted(version_dir.glob(pattern))
+    return candidates[0] if len(candidates) == 1 else None

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ferry.errors import InvalidArgument
-from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.runtimes.base import Runtime, RuntimeOptions, model_file_in
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec
 
 # onnxruntime reports element types as strings such as "tensor(float)".
@@ -33,11 +33,7 @@ MODEL_FILE = "model.onnx"
 
 def find_model_file(version_dir: Path) -> Path | None:
     """`model.onnx` if present, else the only `*.onnx` file in the folder."""
-    preferred = version_dir / MODEL_FILE
-    if preferred.is_file():
-        return preferred
-    candidates = sorted(version_dir.glob("*.onnx"))
-    return candidates[0] if len(candidates) == 1 else None
+    return model_file_in(version_dir, MODEL_FILE, "*.onnx")
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.runtimes.base import Runtime, RuntimeOptions, model_file_in
 from ferry.runtimes.optional import import_framework
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec
 
@@ -31,11 +31,7 @@ EXTRA = "tflite"
 
 def find_tflite_file(version_dir: Path) -> Path | None:
     """`model.tflite` if present, else the only `*.tflite` file in the folder."""
-    preferred = version_dir / MODEL_FILE
-    if preferred.is_file():
-        return preferred
-    candidates = sorted(version_dir.glob("*.tflite"))
-    return candidates[0] if len(candidates) == 1 else None
+    return model_file_in(version_dir, MODEL_FILE, "*.tflite")
 
 
 def _spec(name: str, details: dict[str, Any]) -> TensorSpec:
