@@ -138,6 +138,9 @@ def mlp_small_weights() -> list[np.ndarray]:
 
 
 def keras_mlp_small(weights: list[np.ndarray]) -> Any:
+    from ferry.runtimes.optional import prepare_tensorflow_import
+
+    prepare_tensorflow_import()  # before TensorFlow: see its docstring
     import keras
 
     inputs = keras.Input((WIDTH,), name="x")

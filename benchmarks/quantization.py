@@ -68,6 +68,9 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def train_keras(x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
+    from ferry.runtimes.optional import prepare_tensorflow_import
+
+    prepare_tensorflow_import()  # before TensorFlow: see its docstring
     import keras
 
     keras.utils.set_random_seed(0)

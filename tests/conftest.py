@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 from support.server import FerryProcess
 
+from ferry.runtimes.optional import prepare_tensorflow_import
+
+# Test modules import TensorFlow and PyTorch in one process; what must come before
+# TensorFlow comes now, before any of them is collected.
+prepare_tensorflow_import()
+
 StartServer = Callable[..., FerryProcess]
 
 

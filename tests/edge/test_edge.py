@@ -154,10 +154,12 @@ def test_a_bundle_runs_with_its_own_runner(ort_file: Path, version_dir: Path, tm
         write_bundle(ort_file, bundle)
 
 
-def _offline_package_source() -> list[str]:
-    """pip arguments that reach numpy and onnxruntime without the network: the
-    FERRY_EDGE_TEST_PIP_ARGS variable, else the file:// indexes and find-links that pip is
-    configured with here. Empty when there are none."""
+def _package_source() -> list[str]:
+    """pip arguments for installing numpy and onnxruntime into the fresh venv: the
+    FERRY_EDGE_TEST_PIP_ARGS variable; else, where pip is configured with file:// indexes
+    or find-links folders that hold wheels, those alone (no network needed); else none,
+    so pip uses its configured package index. (An empty find-links folder, as some
+    machines configure, is no source: preferring it would make pip find nothing.)"""
     if os.environ.get("FERRY_EDGE_TEST_PIP_ARGS"):
         return shlex.split(os.environ["FERRY_EDGE_TEST_PIP_ARGS"])
     listed = subprocess.run(
@@ -169,7 +171,7 @@ def _offline_package_source() -> list[str]:
         for item in value.strip("'\"").split():
             if key.endswith("index-url") and item.startswith("file://"):
                 indexes.append(item)
-            elif key.endswith("find-links") and Path(item).is_dir():
+            elif key.endswith("find-links") and any(Path(item).glob("*.whl")):
                 links.append(item)
     if not indexes and not links:
         return []
@@ -185,9 +187,7 @@ def _offline_package_source() -> list[str]:
 def test_fresh_venv_imports_ferry_edge_without_server_or_frameworks(
     ort_file: Path, version_dir: Path, tmp_path: Path
 ) -> None:
-    source = _offline_package_source()
-    if not source:
-        pytest.skip("no offline package source (set FERRY_EDGE_TEST_PIP_ARGS)")
+    source = _package_source()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"

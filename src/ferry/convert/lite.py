@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ferry.edge import EdgeSignature, load, read_inputs
+from ferry.runtimes.optional import prepare_tensorflow_import
 
 QUANTIZE_MODES = ("none", "dynamic", "int8", "fp16")
 # The largest output difference the check accepts by default, per quantization mode:
@@ -172,6 +173,7 @@ def _tensorflow_source(version_dir: Path) -> tuple[Path, Reference, Any]:
             f"{version_dir} holds no TensorFlow SavedModel (saved_model.pb) or .keras file: "
             ".tflite files are made from TensorFlow/Keras models (for ONNX, write .ort)"
         )
+    prepare_tensorflow_import()
     try:
         import tensorflow as tf
     except ImportError:
