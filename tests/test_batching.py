@@ -200,6 +200,27 @@ def test_slices_of_a_large_request_share_batches_with_other_requests(
     gate = gated(rowwise)
     queue = make_queue(gate, observer=observer, max_batch_size=4)
     blocker = hold_worker(queue, gate)
+    requests = [rows(6, seed=2), rows(2, seed=3)]
+
+    futures = [queue.submit(request) for request in requests]
+    gate.open()
+
+    for request, future in zip(requests, futures, strict=True):
+        assert_same_outputs(future.result(WAIT), rowwise(request))
+    blocker.result(WAIT)
+    queue.close()
+    # The large request's first slice (4 rows) runs alone; its last slice (2 rows) and
+    # the 2-row request run together.
+    assert observer.batches[1:] == [(4, 4), (4, 4)]
+
+
+def test_a_large_request_takes_turns_with_requests_that_arrive_after_it(
+    make_queue: Callable[..., BatchQueue], gated: Callable[[RunFunction], GatedModel]
+) -> None:
+    observer = RecordingObserver()
+    gate = gated(rowwise)
+    queue = make_queue(gate, observer=observer, max_batch_size=4)
+    blocker = hold_worker(queue, gate)
     requests = [rows(1, seed=1), rows(10, seed=2), rows(2, seed=3)]
 
     futures = [queue.submit(request) for request in requests]
@@ -209,10 +230,28 @@ def test_slices_of_a_large_request_share_batches_with_other_requests(
         assert_same_outputs(future.result(WAIT), rowwise(request))
     blocker.result(WAIT)
     queue.close()
-    assert max(batch_rows for batch_rows, _ in observer.batches) <= 4
-    assert sum(batch_rows for batch_rows, _ in observer.batches) == 1 + 1 + 10 + 2
-    # The last slice of the large request (2 rows) and the 2-row request run together.
-    assert observer.batches[-1] == (4, 4)
+    # One slice of the 10-row request per turn: the 2-row request, queued behind all of
+    # its rows, runs after the first slice instead of after the last.
+    assert observer.batches[1:] == [(1, 1), (4, 4), (2, 2), (4, 4), (2, 2)]
+
+
+def test_a_request_far_larger_than_the_queue_does_not_fill_it(
+    make_queue: Callable[..., BatchQueue], gated: Callable[[RunFunction], GatedModel]
+) -> None:
+    gate = gated(double)
+    queue = make_queue(gate, max_batch_size=4, max_enqueued_batches=2)  # 8 queued rows
+    blocker = hold_worker(queue, gate)
+    large = rows(1000, seed=1)
+
+    large_future = queue.submit(large)
+    small = [queue.submit(rows(1, seed=s)) for s in range(4)]  # no "queue full"
+    gate.open()
+
+    for seed, future in enumerate(small):
+        assert_same_outputs(future.result(WAIT), double(rows(1, seed=seed)))
+    assert_same_outputs(large_future.result(WAIT), double(large))
+    blocker.result(WAIT)
+    queue.close()
 
 
 def test_requests_with_different_trailing_shapes_or_dtypes_are_not_stacked_together(
@@ -345,6 +384,90 @@ def test_a_request_that_expires_while_queued_gets_deadline_exceeded_and_others_s
     assert_same_outputs(on_time.result(WAIT), linear(patient))
     blocker.result(WAIT)
     assert [batch["x"].shape[0] for batch in gate.seen] == [1, 1]
+
+
+# -- the worker settles every request, and survives --------------------------------------
+
+
+def test_a_request_cancelled_while_queued_is_dropped_unrun(
+    make_queue: Callable[..., BatchQueue], gated: Callable[[RunFunction], GatedModel]
+) -> None:
+    seen: list[int] = []
+
+    def record(inputs: Tensors) -> Tensors:
+        seen.append(len(inputs["x"]))
+        return double(inputs)
+
+    gate = gated(record)
+    queue = make_queue(gate, max_batch_size=64)
+    blocker = hold_worker(queue, gate)
+    cancelled = queue.submit(rows(3))
+    kept = queue.submit(rows(2, seed=1))
+
+    assert cancelled.cancel()
+    gate.open()
+
+    assert_same_outputs(kept.result(WAIT), double(rows(2, seed=1)))
+    blocker.result(WAIT)
+    assert seen == [1, 2]  # the blocker, then only the request that was not cancelled
+
+
+def test_a_started_request_cannot_be_cancelled_so_its_worker_completes_it_and_lives_on(
+    make_queue: Callable[..., BatchQueue],
+) -> None:
+    # The interleaving that killed workers: the client side (ResultRelay.wait on a
+    # deadline) cancels the future after the worker took the request and before it sets
+    # the result. Here the model itself cancels at that point, every time.
+    futures: list[Future[Tensors]] = []
+    cancel_results: list[bool] = []
+
+    def cancel_then_run(inputs: Tensors) -> Tensors:
+        cancel_results.append(futures[-1].cancel())
+        return double(inputs)
+
+    queue = make_queue(cancel_then_run)
+    for seed in range(3):
+        futures.append(queue.submit(rows(2, seed=seed)))
+        assert_same_outputs(futures[-1].result(WAIT), double(rows(2, seed=seed)))
+
+    assert cancel_results == [False, False, False]
+
+
+def test_a_failure_outside_the_model_run_costs_its_batch_not_the_worker(
+    make_queue: Callable[..., BatchQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue(double)
+    execute = queue._execute
+    calls = 0
+
+    def broken_once(batch):  # a bug in the batcher itself, on the first batch only
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug")
+        execute(batch)
+
+    monkeypatch.setattr(queue, "_execute", broken_once)
+
+    with pytest.raises(InternalError):
+        queue.submit(rows(1)).result(WAIT)
+    assert_same_outputs(queue.submit(rows(2)).result(WAIT), double(rows(2)))
+
+
+def test_workers_survive_a_storm_of_requests_cancelled_at_random_moments(
+    make_queue: Callable[..., BatchQueue],
+) -> None:
+    queue = make_queue(double, max_batch_size=8, max_enqueued_batches=2000, num_batch_threads=2)
+    futures = [queue.submit(rows(1 + i % 5, seed=i)) for i in range(2000)]
+    for index, future in enumerate(futures):
+        if index % 3:
+            future.cancel()  # queued, running or done: whatever it is by now
+    for future in futures:
+        if not future.cancelled():
+            future.result(WAIT)
+
+    assert_same_outputs(queue.submit(rows(3)).result(WAIT), double(rows(3)))
+    assert all(worker.is_alive() for worker in queue._workers)
 
 
 # -- queue limits and scheduling ---------------------------------------------------------

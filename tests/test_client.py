@@ -150,3 +150,39 @@ def test_a_full_queue_is_retried_until_it_has_room(
 
     assert any(isinstance(r, Unavailable) for r in without), "the queue never filled"
     assert all(isinstance(r, np.ndarray) and r.tolist() == x.tolist() for r in patient), patient
+
+
+def test_the_timeout_bounds_the_whole_call_retries_included() -> None:
+    # A server that is always full (every answer TF Serving's 503): the client retries,
+    # but the call as a whole still ends by its timeout instead of restarting it per try.
+    import http.server
+    import time
+
+    class AlwaysFull(http.server.BaseHTTPRequestHandler):
+        def _full(self) -> None:
+            body = b'{"error": "The batch queue is full; retry later"}'
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _full
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AlwaysFull)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    retry = RetryPolicy(max_attempts=1000, initial_backoff=0.2, max_backoff=0.2, jitter=0)
+    try:
+        with ferry.Client(f"127.0.0.1:{server.server_port}", timeout=0.5, retry=retry) as client:
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                client.predict("scale", X)
+            elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elapsed <= 0.5, f"a 0.5 s timeout took {elapsed:.2f} s"

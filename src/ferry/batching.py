@@ -4,7 +4,10 @@ It knows numpy arrays and queues, nothing of HTTP or gRPC. Requests are stacked
 along dimension 0 (rows), run once, and split back, so each caller gets exactly
 what an unbatched run would give. Limits count rows, not requests: a request with
 more rows than `max_batch_size` is cut into slices that may share batches with
-other requests.
+other requests. Its slices join the queue one at a time, each behind whatever
+arrived while the previous one waited, so one large request takes turns with the
+others: it never fills the queue (turning others away) nor holds them behind all
+of its rows.
 
 Scheduling: at light load a free worker takes what is queued at once, so batching
 adds no wait. Under sustained load it waits for the batch to fill (see
@@ -23,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,9 +94,25 @@ class BatchObserver:
 
 
 class _Request:
-    """One submitted request; completes when all of its slices have results."""
+    """One submitted request; completes when all of its slices have results.
 
-    __slots__ = ("deadline", "enqueued_at", "future", "inputs", "parts", "pending_slices", "rows")
+    `backlog` holds the slices not yet in the shared queue: a request enters the queue
+    one slice at a time (see `BatchQueue._pop`). `started` is set when its first slice
+    is taken: the future is then RUNNING, so the client side can no longer cancel it
+    and the worker alone settles it.
+    """
+
+    __slots__ = (
+        "backlog",
+        "deadline",
+        "enqueued_at",
+        "future",
+        "inputs",
+        "parts",
+        "pending_slices",
+        "rows",
+        "started",
+    )
 
     def __init__(self, inputs: Tensors, rows: int, deadline: float | None) -> None:
         self.inputs = inputs
@@ -103,6 +122,8 @@ class _Request:
         self.future: Future[Tensors] = Future()
         self.parts: list[tuple[int, Tensors]] = []
         self.pending_slices = 0
+        self.backlog: deque[_Slice] | None = None
+        self.started = False
 
 
 @dataclass(slots=True)
@@ -122,6 +143,11 @@ class _Slice:
     @property
     def whole(self) -> bool:
         return self.start == 0 and self.stop == self.request.rows
+
+    @property
+    def cost(self) -> int:
+        """What the slice counts against the queue's capacity (a solo request: 1)."""
+        return 1 if self.solo else self.stop - self.start
 
 
 def _shape_key(inputs: Tensors) -> tuple:
@@ -175,16 +201,20 @@ class BatchQueue:
         rows = _rows_of(inputs) if self._batchable else None
         request = _Request(inputs, rows or 0, deadline)
         if rows is None:
-            slices = [_Slice(request, 0, 0, (), solo=True)]
-            cost = 1
+            first = _Slice(request, 0, 0, (), solo=True)
+            request.pending_slices = 1
         elif rows == 0:
             raise InvalidArgument("The request has no rows (dimension 0 of the inputs is 0)")
         else:
             key = _shape_key(inputs)
             step = self.config.max_batch_size
-            slices = [_Slice(request, s, min(s + step, rows), key) for s in range(0, rows, step)]
-            cost = rows
-        request.pending_slices = len(slices)
+            first = _Slice(request, 0, min(step, rows), key)
+            if rows > step:
+                request.backlog = deque(
+                    _Slice(request, s, min(s + step, rows), key) for s in range(step, rows, step)
+                )
+            request.pending_slices = 1 + len(request.backlog or ())
+        cost = first.cost
         with self._cond:
             if self._closed:
                 raise Unavailable(f"Model {self.name} is shutting down")
@@ -194,7 +224,7 @@ class BatchQueue:
                     f"The batch queue of {self.name} is full ({self._queued_rows} rows queued, "
                     f"limit {limit}); retry later"
                 )
-            self._queue.extend(slices)
+            self._queue.append(first)
             self._queued_rows += cost
             first_in_fill = self._last_arrival < self._fill_gap_from
             self._last_arrival = request.enqueued_at
@@ -220,13 +250,19 @@ class BatchQueue:
                 if not self._queue:
                     return  # closed and drained
                 self._wait_for_fill()
-                if not self._queue:
-                    continue  # another worker took the batch while this one waited
                 batch = self._take_batch()
+                if not batch:
+                    continue  # another worker took the batch, or only cancelled ones were left
                 self._last_batch_rows = sum(piece.rows for piece in batch)
                 self._running += 1
             try:
                 self._execute(batch)
+            except Exception as exc:
+                # A bug here must cost this batch, never the worker: with one worker per
+                # queue (the default) a dead worker would leave the model unanswered.
+                log.exception("batch of %s failed outside the model run", self.name)
+                for piece in batch:
+                    self._fail(piece, InternalError(f"Internal error: {type(exc).__name__}"))
             finally:
                 with self._cond:
                     self._running -= 1
@@ -280,11 +316,15 @@ class BatchQueue:
             self._filling -= 1
 
     def _take_batch(self) -> list[_Slice]:
-        """Pop the head slice and every following slice that stacks with it (lock held)."""
-        head = self._queue.popleft()
+        """Pop the head slice and every following slice that stacks with it (lock held);
+        empty when only cancelled requests were queued."""
+        head = None
+        while head is None and self._queue:
+            head = self._pop()
+        if head is None:
+            return []
         batch = [head]
         if head.solo:
-            self._queued_rows -= 1
             return batch
         rows = head.rows
         limit = self.config.max_batch_size
@@ -296,10 +336,38 @@ class BatchQueue:
                 or rows + candidate.rows > limit
             ):
                 break
-            batch.append(self._queue.popleft())
-            rows += candidate.rows
-        self._queued_rows -= rows
+            piece = self._pop()
+            if piece is not None:
+                batch.append(piece)
+                rows += piece.rows
         return batch
+
+    def _pop(self) -> _Slice | None:
+        """Pop the head slice (lock held); None when its request was cancelled or failed.
+
+        The first slice taken starts the request (`set_running_or_notify_cancel`): a
+        request cancelled while queued is dropped unrun, and a started one can no longer
+        be cancelled, so only this queue completes its future. Then the request's next
+        slice joins the tail of the queue: a large request advances one batch at a time,
+        taking turns with the requests that arrived meanwhile, so it can neither fill
+        the queue (others would get "queue full") nor make them wait for all its rows.
+        """
+        piece = self._queue.popleft()
+        self._queued_rows -= piece.cost
+        request = piece.request
+        if not request.started:
+            request.started = True
+            if not request.future.set_running_or_notify_cancel():
+                request.backlog = None
+                return None
+        elif request.future.done():  # an earlier slice failed: drop the rest
+            request.backlog = None
+            return None
+        if request.backlog:
+            following = request.backlog.popleft()
+            self._queue.append(following)
+            self._queued_rows += following.cost
+        return piece
 
     def _execute(self, batch: list[_Slice]) -> None:
         now = time.monotonic()
@@ -360,8 +428,7 @@ class BatchQueue:
     def _complete(self, piece: _Slice, outputs: Tensors) -> None:
         request = piece.request
         if piece.whole or piece.solo:
-            if not request.future.done():
-                request.future.set_result(outputs)
+            _settle(request.future, outputs)
             return
         with self._completion_lock:
             request.parts.append((piece.start, outputs))
@@ -372,14 +439,11 @@ class BatchQueue:
             names = request.parts[0][1].keys()
             merged = {n: np.concatenate([p[1][n] for p in request.parts]) for n in names}
             request.parts.clear()
-            request.future.set_result(merged)
+            _settle(request.future, merged)
 
     def _fail(self, piece: _Slice, error: FerryError) -> None:
-        future = piece.request.future
         with self._completion_lock:
-            if future.done():
-                return
-            future.set_exception(error)
+            _settle(piece.request.future, error=error)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -394,6 +458,23 @@ class BatchQueue:
             self._cond.notify_all()
         for worker in self._workers:
             worker.join(timeout)
+
+
+def _settle(
+    future: Future[Tensors], result: Tensors | None = None, error: FerryError | None = None
+) -> None:
+    """Complete `future` unless it is done already (a slice failed first, or it was never
+    started). Started futures cannot be cancelled, so this never loses a race; the guard
+    keeps a worker alive should that assumption ever break."""
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        log.warning("a request's result was settled twice; the second one is dropped")
 
 
 def _rows_of(inputs: Tensors) -> int | None:

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ferry import transport_limits as limits
 from ferry.batching import BatchingConfig
+from ferry.consent import CODE_ENV, PICKLE_ENV, ExecutionConsent
 from ferry.manager import ManagerOptions
 from ferry.model_config import (
     DEFAULT_MODEL_NAME,
@@ -29,6 +31,7 @@ from ferry.repository.location import (
 )
 from ferry.repository.sagemaker_catalog import DEFAULT_MODEL_DIR as DEFAULT_SAGEMAKER_MODEL_DIR
 from ferry.runtimes import RuntimeOptions
+from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, TENSOR_BYTES_PER_REQUEST_BYTE
 
 if TYPE_CHECKING:
     from ferry.protocols.sagemaker import SageMakerOptions
@@ -146,9 +149,18 @@ def main() -> None:
 @click.option(
     "--max_request_bytes",
     type=int,
-    default=64 * 1024 * 1024,
+    default=DEFAULT_MAX_REQUEST_BYTES,
     show_default=True,
     help="Largest accepted request body; larger ones get HTTP 413.",
+)
+@click.option(
+    "--max_tensor_bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Largest decoded size of one request's input tensors, each and all together "
+    "(one-value fills and element counts included); larger ones get HTTP 400 / "
+    f"INVALID_ARGUMENT. 0: {TENSOR_BYTES_PER_REQUEST_BYTE}x --max_request_bytes.",
 )
 @click.option(
     "--rest_api_timeout_in_ms",
@@ -156,6 +168,84 @@ def main() -> None:
     default=30_000,
     show_default=True,
     help="A request that has not finished by then gets 504.",
+)
+@click.option(
+    "--max_header_bytes",
+    type=click.IntRange(min=1024),
+    default=limits.DEFAULT_MAX_HEADER_BYTES,
+    show_default=True,
+    help="Largest HTTP request head (request line and headers); larger: 431 (URL: 414).",
+)
+@click.option(
+    "--max_header_count",
+    type=click.IntRange(min=1),
+    default=limits.DEFAULT_MAX_HEADER_COUNT,
+    show_default=True,
+    help="Most headers in an HTTP request; more: 431.",
+)
+@click.option(
+    "--http_header_timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=limits.DEFAULT_HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    help="An HTTP request head must arrive within this (from connect or its first byte), "
+    "else: 408.",
+)
+@click.option(
+    "--http_body_timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=limits.DEFAULT_BODY_TIMEOUT_SECONDS,
+    show_default=True,
+    help="The whole HTTP request body must arrive within this after its head; else 408.",
+)
+@click.option(
+    "--http_keep_alive_timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=limits.DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Close an idle kept-alive HTTP connection after this.",
+)
+@click.option(
+    "--max_connections",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Open HTTP connections; beyond it new ones get 503 (0: from the open-file limit).",
+)
+@click.option(
+    "--grpc_max_connections",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Open gRPC connections; beyond it new ones are closed (0: from the open-file limit).",
+)
+@click.option(
+    "--grpc_max_concurrent_streams",
+    type=click.IntRange(min=1),
+    default=limits.DEFAULT_GRPC_MAX_CONCURRENT_STREAMS,
+    show_default=True,
+    help="Concurrent gRPC streams per connection (clients queue beyond it).",
+)
+@click.option(
+    "--grpc_max_concurrent_rpcs",
+    type=click.IntRange(min=1),
+    default=limits.DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
+    show_default=True,
+    help="In-flight gRPC calls in all; beyond it RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--grpc_max_metadata_bytes",
+    type=click.IntRange(min=1024),
+    default=limits.DEFAULT_GRPC_MAX_METADATA_BYTES,
+    show_default=True,
+    help="Largest gRPC request metadata (headers); larger: RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--grpc_max_connection_idle_seconds",
+    type=click.FloatRange(min=0),
+    default=limits.DEFAULT_GRPC_MAX_CONNECTION_IDLE_SECONDS,
+    show_default=True,
+    help="Send GOAWAY to a gRPC connection without calls for this long (0: never).",
 )
 @click.option(
     "--intra_op_threads",
@@ -203,6 +293,22 @@ def main() -> None:
     help="How long an outgoing version may finish its in-flight requests.",
 )
 @click.option(
+    "--allow_code",
+    multiple=True,
+    metavar="MODEL[,MODEL...]",
+    help="Models whose code may run: model.py, code/inference.py (needs '*'), Keras Lambda "
+    "layers, compiled .pt2 code. '*': every model you configured; repeatable. With "
+    "--sagemaker also $FERRY_ALLOW_CODE. Never a model configured by a reload request.",
+)
+@click.option(
+    "--allow_pickle",
+    multiple=True,
+    metavar="MODEL[,MODEL...]",
+    help="Models whose pickled files (model.joblib, pickled .pt2 entries) may be unpickled, "
+    "which runs code. '*': every model you configured; repeatable. With --sagemaker also "
+    "$FERRY_ALLOW_PICKLE.",
+)
+@click.option(
     "--sagemaker",
     is_flag=True,
     envvar="FERRY_SAGEMAKER",
@@ -242,6 +348,20 @@ def main() -> None:
     "signature (service sagemaker) or a bearer token from it; health paths stay open.",
 )
 @click.option(
+    "--enable_model_control",
+    default=False,
+    show_default=True,
+    **_BOOL,
+    help="Answer the admin APIs: TF Serving's HandleReloadConfigRequest and the V2 "
+    "repository load/unload (with --auth: keys with the admin scope only).",
+)
+@click.option(
+    "--model_roots",
+    metavar="PATH[,PATH...]",
+    help="Folders and s3:// prefixes a config reload may use as base paths "
+    "(default: ROOT, --model_base_path or the start-up --model_config_file's base paths).",
+)
+@click.option(
     "--log_level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -262,19 +382,35 @@ def serve(
     batch_fill_under_load: bool,
     batching_parameters_file: Path | None,
     max_request_bytes: int,
+    max_tensor_bytes: int,
     rest_api_timeout_in_ms: int,
+    max_header_bytes: int,
+    max_header_count: int,
+    http_header_timeout_seconds: float,
+    http_body_timeout_seconds: float,
+    http_keep_alive_timeout_seconds: float,
+    max_connections: int,
+    grpc_max_connections: int,
+    grpc_max_concurrent_streams: int,
+    grpc_max_concurrent_rpcs: int,
+    grpc_max_metadata_bytes: int,
+    grpc_max_connection_idle_seconds: float,
     intra_op_threads: int,
     inter_op_threads: int,
     allow_spinning: bool,
     accelerate: str,
     enable_model_warmup: bool,
     unload_drain_timeout_seconds: float,
+    allow_code: tuple[str, ...],
+    allow_pickle: tuple[str, ...],
     sagemaker: bool,
     sagemaker_model_dir: Path,
     s3_endpoint_url: str | None,
     s3_event_queue_url: str | None,
     model_cache_dir: Path | None,
     auth_file: Path | None,
+    enable_model_control: bool,
+    model_roots: str | None,
     log_level: str,
 ) -> None:
     """Serve models: every model folder under ROOT, one model (--model_name and
@@ -300,6 +436,7 @@ def serve(
         s3_event_queue_url or any(isinstance(x, S3Url) for x in sources)
     ) and not s3_support_installed():
         raise click.UsageError(S3_EXTRA_HINT)
+    consent = _execution_consent(allow_code, allow_pickle, sagemaker)
     try:
         if sagemaker:
             if sources:
@@ -307,7 +444,7 @@ def serve(
                     "--sagemaker serves --sagemaker_model_dir: give no ROOT, "
                     "--model_base_path or --model_config_file"
                 )
-            catalog, sagemaker_options = _sagemaker_catalog(sagemaker_model_dir.resolve())
+            catalog, sagemaker_options = _sagemaker_catalog(sagemaker_model_dir.resolve(), consent)
             rest_api_port = _sagemaker_port(rest_api_port)
         elif model_config_file is not None:
             catalog = ConfigFileCatalog(model_config_file, model_config_file_poll_wait_seconds)
@@ -342,6 +479,7 @@ def serve(
         file_system_poll_wait_seconds=file_system_poll_wait_seconds,
         version_settle_seconds=version_settle_seconds,
         max_request_bytes=max_request_bytes,
+        max_tensor_bytes=max_tensor_bytes,
         rest_api_timeout_in_ms=rest_api_timeout_in_ms,
         manager=ManagerOptions(
             runtime=RuntimeOptions(intra_op_threads, inter_op_threads, allow_spinning),
@@ -349,9 +487,27 @@ def serve(
             enable_warmup=enable_model_warmup,
             drain_timeout_seconds=unload_drain_timeout_seconds,
             model_defaults=ModelOptions(accelerate="" if accelerate == "none" else accelerate),
+            consent=consent,
         ),
         sagemaker=sagemaker_options,
         auth_file=auth_file,
+        http_limits=limits.HttpLimits(
+            max_header_bytes=max_header_bytes,
+            max_header_count=max_header_count,
+            header_timeout_seconds=http_header_timeout_seconds,
+            body_timeout_seconds=http_body_timeout_seconds,
+            keep_alive_timeout_seconds=http_keep_alive_timeout_seconds,
+            max_connections=max_connections,
+        ),
+        grpc_limits=limits.GrpcLimits(
+            max_concurrent_streams=grpc_max_concurrent_streams,
+            max_concurrent_rpcs=grpc_max_concurrent_rpcs,
+            max_metadata_bytes=grpc_max_metadata_bytes,
+            max_connection_idle_seconds=grpc_max_connection_idle_seconds,
+            max_connections=grpc_max_connections,
+        ),
+        enable_model_control=enable_model_control,
+        model_roots=_model_roots(model_roots),
         object_store=object_store,
     )
     from ferry.auth.keys import KeyFileError
@@ -384,7 +540,39 @@ def examples(root: Path, only: tuple[str, ...], force: bool) -> None:
         click.echo(f"examples already present under {root} (use --force to rebuild)")
 
 
-def _sagemaker_catalog(model_dir: Path) -> tuple[ModelCatalog, SageMakerOptions]:
+def _model_roots(text: str | None) -> tuple[BasePath, ...]:
+    """`--model_roots` parsed (empty: the server takes its start-up roots)."""
+    from ferry.model_control import ROOTS_FLAG, parse_roots
+
+    if text is None:
+        return ()
+    try:
+        return parse_roots(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=ROOTS_FLAG) from None
+
+
+def _execution_consent(
+    allow_code: tuple[str, ...], allow_pickle: tuple[str, ...], sagemaker: bool
+) -> ExecutionConsent:
+    """The operator's consent from the flags and, in SageMaker mode, the environment
+    (SageMaker's deployer sets the container's environment: it is the operator there)."""
+    code, pickle = list(allow_code), list(allow_pickle)
+    if sagemaker:
+        code.append(os.environ.get(CODE_ENV, ""))
+        pickle.append(os.environ.get(PICKLE_ENV, ""))
+    try:
+        consent = ExecutionConsent.from_flags(code, pickle)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow_code / --allow_pickle") from None
+    if consent.code or consent.pickle:
+        logging.getLogger(__name__).info("operator consent: %s", consent.describe())
+    return consent
+
+
+def _sagemaker_catalog(
+    model_dir: Path, consent: ExecutionConsent
+) -> tuple[ModelCatalog, SageMakerOptions]:
     """The SageMaker model folder's catalog (checked now, so a bad folder fails at
     start-up as the container does) and the default model from the container's env."""
     from ferry.protocols.sagemaker import SageMakerOptions
@@ -401,17 +589,17 @@ def _sagemaker_catalog(model_dir: Path) -> tuple[ModelCatalog, SageMakerOptions]
         )
     default_model = os.environ.get("SAGEMAKER_TFS_DEFAULT_MODEL_NAME", "")
     return SageMakerModelDirCatalog(model_dir), SageMakerOptions(
-        default_model=default_model, handlers=_sagemaker_handlers(model_dir)
+        default_model=default_model, handlers=_sagemaker_handlers(model_dir, consent)
     )
 
 
-def _sagemaker_handlers(model_dir: Path) -> InferenceHandlers | None:
+def _sagemaker_handlers(model_dir: Path, consent: ExecutionConsent) -> InferenceHandlers | None:
     """`code/inference.py`'s handlers; a refused or broken file stops start-up, as a
     broken inference.py stops the container."""
     from ferry.protocols.sagemaker_handlers import load_handlers
 
     try:
-        return load_handlers(model_dir)
+        return load_handlers(model_dir, consent)
     except Exception as exc:
         raise click.ClickException(f"code/inference.py: {type(exc).__name__}: {exc}") from exc
 

@@ -104,7 +104,10 @@ class RetryPolicy:
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         return base * (1 - self.jitter * random.random())
 
-    def call(self, operation: Callable[[], T]) -> T:
+    def call(self, operation: Callable[[], T], deadline: float | None = None) -> T:
+        """Run `operation`, retrying UNAVAILABLE answers; never waits past `deadline` (a
+        `time.monotonic()` value): when the next wait would end after it, the last
+        UNAVAILABLE is raised instead."""
         attempt = 1
         while True:
             try:
@@ -112,7 +115,10 @@ class RetryPolicy:
             except Unavailable:
                 if attempt >= self.max_attempts:
                     raise
-                time.sleep(self.delay(attempt))
+                pause = self.delay(attempt)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise
+                time.sleep(pause)
                 attempt += 1
 
 
@@ -161,25 +167,37 @@ class Client:
         signature_name: str = DEFAULT_SIGNATURE,
     ) -> dict[str, np.ndarray]:
         """Run the model; a bare array is the signature's only input."""
-        signature = self._signature(model, version, label, signature_name)
+        deadline = self._deadline()
+        signature = self._signature(model, version, label, signature_name, deadline)
         arrays = _named_inputs(inputs, signature)
-        return self._call(
+        return self.retry.call(
             lambda: self._transport.predict(
-                model, version, label, signature_name, arrays, signature, self._deadline()
-            )
+                model, version, label, signature_name, arrays, signature, deadline
+            ),
+            deadline,
         )
 
     def status(
         self, model: str, *, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]:
         """Every version's state, newest first (or the one asked for)."""
-        return self._call(lambda: self._transport.status(model, version, label, self._deadline()))
+        deadline = self._deadline()
+        return self.retry.call(
+            lambda: self._transport.status(model, version, label, deadline), deadline
+        )
 
     def metadata(
         self, model: str, *, version: int | None = None, label: str | None = None
     ) -> ModelMetadata:
         """The signatures of the version that would answer a predict call."""
-        return self._call(lambda: self._transport.metadata(model, version, label, self._deadline()))
+        return self._metadata(model, version, label, self._deadline())
+
+    def _metadata(
+        self, model: str, version: int | None, label: str | None, deadline: float
+    ) -> ModelMetadata:
+        return self.retry.call(
+            lambda: self._transport.metadata(model, version, label, deadline), deadline
+        )
 
     def close(self) -> None:
         self._transport.close()
@@ -191,20 +209,24 @@ class Client:
         self.close()
 
     def _deadline(self) -> float:
+        """When the call that starts now must end: computed once per call, so retries
+        (and the metadata lookup before a first predict) share the one `timeout`."""
         return time.monotonic() + self.timeout
 
-    def _call(self, operation: Callable[[], T]) -> T:
-        return self.retry.call(operation)
-
     def _signature(
-        self, model: str, version: int | None, label: str | None, signature_name: str
+        self,
+        model: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        deadline: float,
     ) -> Signature:
         key = (model, version, label, signature_name)
         with self._lock:
             cached = self._signatures.get(key)
         if cached is not None:
             return cached
-        signatures = self.metadata(model, version=version, label=label).signatures
+        signatures = self._metadata(model, version, label, deadline).signatures
         if signature_name not in signatures:
             raise InvalidArgument(
                 f'Serving signature name: "{signature_name}" not found in signature def'

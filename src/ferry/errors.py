@@ -91,6 +91,13 @@ class ResourceExhausted(FerryError):
     code = StatusCode.RESOURCE_EXHAUSTED
 
 
+class PermissionDenied(FerryError):
+    """The request is well formed but the operator does not allow it (for example a
+    reload from a base path outside `--model_roots`)."""
+
+    code = StatusCode.PERMISSION_DENIED
+
+
 class StorageError(FerryError):
     """Model storage (object storage) could not be listed or read: `code` says whether
     it was unreachable (UNAVAILABLE), refused us (PERMISSION_DENIED, UNAUTHENTICATED)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Gauge, Histogram
 
 from ferry.errors import FerryError
 from ferry.manager import ModelManager
@@ -48,9 +48,10 @@ class InferenceService:
         self._relays: dict[asyncio.AbstractEventLoop, ResultRelay] = {}
         # Metric children of the success path, by label values: `labels()` costs a lock
         # and tuple building per call, about 2 µs of every request. Label values come
-        # from served models and versions only, so these stay as small as the metrics.
+        # from served models only, so these stay as small as the metrics. The per-version
+        # counter lives on the ServedVersion (`ok_counters`): its series is removed when
+        # the version stops serving, and a cached child would outlive it.
         self._in_flight: dict[str, Gauge] = {}
-        self._ok: dict[tuple[str, str, str], Counter] = {}
         self._latency: dict[tuple[str, str], Histogram] = {}
 
     def _relay(self) -> ResultRelay:
@@ -105,9 +106,9 @@ class InferenceService:
             served.release()
             in_flight.dec()
         elapsed = time.monotonic() - started
-        ok = self._ok.get((model, served_version, api))
+        ok = served.ok_counters.get(api)
         if ok is None:
-            ok = self._ok[model, served_version, api] = self.metrics.requests.labels(
+            ok = served.ok_counters[api] = self.metrics.requests.labels(
                 model, served_version, api, "OK"
             )
         ok.inc()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry.batching import BatchingConfig
+from ferry.consent import ExecutionConsent
 from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode
 from ferry.metrics import Metrics
 from ferry.model_config import BATCHING_FILE_NAME, ModelSpec, load_batching_file
@@ -105,6 +106,9 @@ class ManagerOptions:
     drain_timeout_seconds: float = 60.0
     # Defaults for every model's `ferry.toml` (e.g. `--accelerate onnx` for all models).
     model_defaults: ModelOptions = field(default_factory=ModelOptions)
+    # The operator's consent to run models' code or unpickle their files (ferry.consent);
+    # a spec that is not `trusted` gets none of it.
+    consent: ExecutionConsent = field(default_factory=ExecutionConsent)
 
 
 class ModelManager:
@@ -127,8 +131,26 @@ class ModelManager:
         """A counted reference to the version a request asks for; the caller must `release`.
 
         Raises NotFound / InvalidArgument with TF Serving's messages.
+
+        Lock-free: the routes snapshot is read, then the version acquired. A version
+        retires only after a snapshot without it was published, so when the acquire finds
+        it retiring, a newer snapshot exists: the lookup is retried on it. A request for
+        the latest version therefore never fails because a newer one arrived.
         """
-        routes = self._routes.get(model)
+        while True:
+            table = self._routes
+            served = self._route(table.get(model), model, version, label)
+            try:
+                return served.acquire()
+            except NotFound:
+                if self._routes is table:
+                    raise  # retired without a newer snapshot: the model is going away
+
+    @staticmethod
+    def _route(
+        routes: _Routes | None, model: str, version: int | None, label: str | None
+    ) -> ServedVersion:
+        """The version a request names in one routes snapshot; TF Serving's errors."""
         if version is None and label is not None:
             if routes is None or label not in routes.labels:
                 raise InvalidArgument(f"Unrecognized servable version label: {label}")
@@ -141,7 +163,7 @@ class ModelManager:
             served = routes.versions.get(version) if routes else None
             if served is None:
                 raise NotFound(f"Servable not found for request: Specific({model}, {version})")
-        return served.acquire()
+        return served
 
     # -- status -------------------------------------------------------------------------
 
@@ -335,7 +357,10 @@ class ModelManager:
         model_options = load_model_options(
             self._option_folders(stored), self.options.model_defaults
         )
-        runtime = runtime_for(stored.path, self.options.runtime, spec.platform, model_options)
+        consent = self.options.consent.for_model(spec.name, spec.trusted)
+        runtime = runtime_for(
+            stored.path, self.options.runtime, spec.platform, model_options, consent
+        )
         runtime.load()
         if model_options.accelerate == "onnx":
             runtime = accelerate_onnx(
@@ -413,13 +438,16 @@ class ModelManager:
                     self.options.drain_timeout_seconds,
                 )
             with self._lock:
-                if not keep_record and version not in model.serving:
+                gone = version not in model.serving
+                if not keep_record and gone:
                     rec = model.records.get(version)
                     if rec is not None:
                         rec.state = VersionState.END
                         rec.updated_at = time.time()
                     self._trim_records(model)
                 self._retiring.discard(threading.current_thread())
+            if gone:  # not replaced by a reload of the same version number
+                self.metrics.forget_version(name, version)
             log.info("model %s: version %d unloaded", name, version)
             release_memory()
 

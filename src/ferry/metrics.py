@@ -34,6 +34,9 @@ _LATENCY_BUCKETS = (
     30.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Label names of the per-version series (removed when a version stops serving).
+_REQUEST_LABELS = ("model", "version", "api", "outcome")
+_VERSION_LABELS = ("model", "version")
 
 
 class Metrics:
@@ -45,7 +48,7 @@ class Metrics:
         self.requests = Counter(
             "ferry_requests",
             "Requests by model, version, API and outcome (ok or error code).",
-            ["model", "version", "api", "outcome"],
+            _REQUEST_LABELS,
             registry=r,
         )
         self.request_latency = Histogram(
@@ -58,28 +61,28 @@ class Metrics:
         self.queue_latency = Histogram(
             "ferry_queue_latency_seconds",
             "Time a request waited in the batch queue.",
-            ["model", "version"],
+            _VERSION_LABELS,
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.compute_latency = Histogram(
             "ferry_compute_latency_seconds",
             "Time of one model run (one batch).",
-            ["model", "version"],
+            _VERSION_LABELS,
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_rows = Histogram(
             "ferry_batch_size_rows",
             "Rows (instances) per model run, before padding.",
-            ["model", "version"],
+            _VERSION_LABELS,
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.padding_rows = Counter(
             "ferry_batch_padding_rows",
             "Rows added to reach an allowed batch size.",
-            ["model", "version"],
+            _VERSION_LABELS,
             registry=r,
         )
         self.in_flight = Gauge(
@@ -111,6 +114,26 @@ class Metrics:
     def batch_observer(self, model: str, version: int) -> BatchObserver:
         """An observer for one version's batch queues, with its labelled children bound once."""
         return _VersionBatchObserver(self, model, str(version))
+
+    def forget_version(self, model: str, version: int) -> None:
+        """Remove every series labelled with this model version (it stopped serving), so
+        a server that loads version after version exports only what it serves."""
+        wanted = {"model": model, "version": str(version)}
+        for metric, names in (
+            (self.requests, _REQUEST_LABELS),
+            (self.queue_latency, _VERSION_LABELS),
+            (self.compute_latency, _VERSION_LABELS),
+            (self.batch_rows, _VERSION_LABELS),
+            (self.padding_rows, _VERSION_LABELS),
+        ):
+            children = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if all(sample.labels.get(k) == v for k, v in wanted.items())
+            }
+            for values in children:
+                metric.remove(*values)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -30,17 +30,24 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model to serve: where its versions live and how to choose among them."""
+    """One model to serve: where its versions live and how to choose among them.
+
+    `trusted`: the operator configured it (a root folder, a flag, a config file read at
+    start or on a poll); False for a model a network request configured (TF Serving's
+    ReloadConfigRequest), which never gets consent to run code or unpickle.
+    """
 
     name: str
     base_path: BasePath  # a local folder or an s3:// URL
     platform: str = ""
     policy: VersionPolicy = field(default_factory=Latest)
     labels: dict[str, int] = field(default_factory=dict)
+    trusted: bool = True
 
 
-def parse_model_config(text: str, relative_to: Path) -> list[ModelSpec]:
-    """Parse a `model_config_list` text proto; relative base paths resolve against `relative_to`."""
+def parse_model_config(text: str, relative_to: Path, *, trusted: bool = True) -> list[ModelSpec]:
+    """Parse a `model_config_list` text proto; relative base paths resolve against
+    `relative_to`. `trusted=False` for text that came over the network (see ModelSpec)."""
     message = message_class("tensorflow.serving.ModelServerConfig")()
     try:
         text_format.Parse(text, message, descriptor_pool=pool())
@@ -71,6 +78,7 @@ def parse_model_config(text: str, relative_to: Path) -> list[ModelSpec]:
                 platform=config.model_platform,
                 policy=_policy_from_proto(config.model_version_policy),
                 labels=dict(config.version_labels),
+                trusted=trusted,
             )
         )
     return specs

@@ -1,27 +1,37 @@
 """Per-model settings: `ferry.toml` in a model's folder, overridden by one in a version folder.
 
 TF Serving's config formats have no place for what ferry adds per model (serving through
-ONNX, a lower precision, permission to unpickle), so ferry reads a small TOML file:
+ONNX, a lower precision), so ferry reads a small TOML file:
 
     # models/resnet/ferry.toml
     accelerate = "onnx"       # serve through onnxruntime when the export matches
     precision = "fp16"        # build and serve a lower-precision variant
-    allow_pickle = true       # this model's files may be unpickled (they run code!)
-    allow_code = true         # run this model's model.py / code/inference.py (code!)
     batch_dimension = "none"  # never stack requests for this model
 
 Unknown keys are errors, so a typo never silently does nothing.
+
+`allow_code` and `allow_pickle` are still accepted (so existing folders load) but grant
+nothing: consent to run code or unpickle is the operator's (`ferry serve --allow_code`,
+`--allow_pickle`; see `ferry.consent`), never a folder's, since whoever writes the folder
+could grant it to themselves. A folder that sets them gets a warning saying so.
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ferry.consent import CODE_FLAG, PICKLE_FLAG
+
+log = logging.getLogger(__name__)
+
 OPTIONS_FILE = "ferry.toml"
+# Keys that once granted consent from the folder; accepted, ignored, warned about.
+_FORMER_CONSENT_KEYS = {"allow_code": CODE_FLAG, "allow_pickle": PICKLE_FLAG}
 
 
 class ModelOptions(BaseModel):
@@ -35,10 +45,9 @@ class ModelOptions(BaseModel):
     accelerate_tolerance: float = Field(default=1e-4, gt=0)
     # A lower-precision variant to build (once, cached beside the version) and serve.
     precision: Literal["", "fp32", "fp16", "int8"] = ""
-    # Pickled files run code when loaded: only with the model's explicit consent.
+    # Accepted for existing folders, but they grant nothing: the operator's
+    # `ferry serve --allow_pickle` / `--allow_code` do (ferry.consent).
     allow_pickle: bool = False
-    # A custom `model.py` or SageMaker `code/inference.py` in the model's folder is code
-    # that ferry would import and run: only with the model's explicit consent.
     allow_code: bool = False
     # "auto": stack requests when every tensor's dimension 0 is dynamic; "dynamic": treat
     # dimension 0 as the batch even where the model declares it fixed (the model says it
@@ -58,14 +67,28 @@ def load_model_options(folders: list[Path], defaults: ModelOptions | None = None
         if not path.is_file():
             continue
         try:
-            values.update(tomllib.loads(path.read_text()))
+            settings = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ModelOptionsError(f"{path}: {exc}") from None
+        _warn_former_consent(path, settings)
+        values.update(settings)
         try:
             ModelOptions(**values)
         except ValidationError as exc:
             raise ModelOptionsError(f"{path}: {_describe(exc)}") from None
     return ModelOptions(**values)
+
+
+def _warn_former_consent(path: Path, settings: dict) -> None:
+    for key, flag in _FORMER_CONSENT_KEYS.items():
+        if settings.get(key) is True:
+            log.warning(
+                "%s: `%s = true` no longer allows anything: consent comes from the operator "
+                "who starts the server (ferry serve %s MODEL)",
+                path,
+                key,
+                flag,
+            )
 
 
 def _describe(error: ValidationError) -> str:

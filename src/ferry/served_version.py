@@ -12,6 +12,8 @@ import threading
 import time
 from enum import Enum
 
+from prometheus_client import Counter
+
 from ferry.batching import BatchingConfig, BatchObserver, BatchQueue
 from ferry.errors import InvalidArgument, NotFound
 from ferry.repository.source import StoredVersion
@@ -54,6 +56,9 @@ class ServedVersion:
         self.stats = VersionStats(observer)
         self._observer = self.stats
         self._queues: dict[str, BatchQueue] = {}
+        # The success counter's child per API, cached by InferenceService (its series is
+        # removed with the version, so the cache lives and dies with it too).
+        self.ok_counters: dict[str, Counter] = {}
         self._holders = 0
         self._accepting = True
         self._lock = threading.Condition()

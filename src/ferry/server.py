@@ -1,7 +1,8 @@
 """Wires storage, manager, protocols and metrics into one server process.
 
 One asyncio event loop (uvloop) serves HTTP through uvicorn with the httptools
-parser (chosen by measurement: see the README) and gRPC through grpc.aio, so
+parser (chosen by measurement: see the README; ferry.protocols.http_limits adds head
+limits, read deadlines and a connection limit) and gRPC through grpc.aio, so
 requests of every protocol meet in the same batch queues. Model runs happen on
 the batch queues' worker threads, never on the event loop. SIGTERM/SIGINT stop
 accepting connections, finish in-flight requests, unload the models and exit 0.
@@ -14,6 +15,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
+from ferry.model_control import ModelControl
+from ferry.protocols.http_limits import enforce_deadlines, limited_protocol, sweep_interval
 from ferry.protocols.http_util import Receive, Scope, Send
 from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
 from ferry.protocols.sagemaker_runtime import RUNTIME_PREFIX, SageMakerRuntime
@@ -40,8 +44,15 @@ from ferry.protocols.v2_grpc import V2Grpc
 from ferry.protocols.v2_models import V2Models
 from ferry.protocols.v2_rest import V2Rest
 from ferry.repository.catalog import ModelCatalog
-from ferry.repository.location import ObjectStoreOptions
+from ferry.repository.location import BasePath, ObjectStoreOptions
 from ferry.repository.watcher import RepositoryWatcher
+from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, RequestLimits
+from ferry.transport_limits import (
+    GrpcLimits,
+    HttpLimits,
+    raise_open_file_limit,
+    resolve_connection_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +85,9 @@ class ServerOptions:
     grpc_port: int = 8500
     file_system_poll_wait_seconds: float = 2.0
     version_settle_seconds: float = 0.5
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Decoded input tensors of one request (0: 4x max_request_bytes; ferry.tensor_limits).
+    max_tensor_bytes: int = 0
     rest_api_timeout_in_ms: int = 30_000
     manager: ManagerOptions = field(default_factory=ManagerOptions)
     # s3:// model paths: endpoint and local download cache.
@@ -83,6 +96,13 @@ class ServerOptions:
     sagemaker: SageMakerOptions | None = None
     # `ferry serve --auth FILE`: SigV4 and bearer-token keys for every API (ferry.auth).
     auth_file: Path | None = None
+    # Connection limits and read deadlines (ferry.transport_limits).
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
+    grpc_limits: GrpcLimits = field(default_factory=GrpcLimits)
+    # `--enable_model_control`: the admin APIs (config reload, V2 load/unload) answer;
+    # a reload may read only under `model_roots` (empty: the catalog's start-up roots).
+    enable_model_control: bool = False
+    model_roots: tuple[BasePath, ...] = ()
 
 
 class FerryServer:
@@ -90,6 +110,8 @@ class FerryServer:
 
     def __init__(self, catalog: ModelCatalog, options: ServerOptions) -> None:
         self.options = options
+        # What one request may take, shared by every protocol (ferry.tensor_limits).
+        self.request_limits = RequestLimits(options.max_request_bytes, options.max_tensor_bytes)
         self.metrics = Metrics()
         self.manager = ModelManager(options.manager, self.metrics)
         self.watcher = RepositoryWatcher(
@@ -101,6 +123,10 @@ class FerryServer:
         )
         self.inference = InferenceService(
             self.manager, self.metrics, options.rest_api_timeout_in_ms / 1000
+        )
+        self.model_control = ModelControl(
+            options.enable_model_control,
+            options.model_roots or (catalog.roots() if options.enable_model_control else ()),
         )
         self._shutting_down = threading.Event()
         # Read (and permission-checked) now, so a bad key file stops start-up.
@@ -115,8 +141,8 @@ class FerryServer:
         return self.manager.is_ready() and not self._shutting_down.is_set()
 
     def _build_app(self) -> HttpApp | HttpAuth:
-        rest = TFServingRest(self.manager, self.inference, self.options.max_request_bytes)
-        v2 = V2Rest(self._v2_models(), self.inference, self.options.max_request_bytes)
+        rest = TFServingRest(self.manager, self.inference, self.request_limits)
+        v2 = V2Rest(self._v2_models(), self.inference, self.request_limits)
 
         async def prometheus(request: Request) -> Response:
             return Response(self.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
@@ -133,7 +159,7 @@ class FerryServer:
         sagemaker = SageMakerInvocations(
             self.manager,
             self.inference,
-            self.options.max_request_bytes,
+            self.request_limits,
             self.options.sagemaker or SageMakerOptions(),
             self.is_ready,
         )
@@ -152,26 +178,28 @@ class FerryServer:
     def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The gRPC services of every protocol module, served on `--port`."""
         return [
-            *TFServingGrpc(self.manager, self.inference, self.watcher).handlers(),
-            *V2Grpc(self._v2_models(), self.inference).handlers(),
+            *TFServingGrpc(
+                self.manager, self.inference, self.watcher, self.model_control, self.request_limits
+            ).handlers(),
+            *V2Grpc(self._v2_models(), self.inference, self.request_limits).handlers(),
         ]
 
     def _v2_models(self) -> V2Models:
         """The V2 model queries (stateless, so REST and gRPC may each have one)."""
-        return V2Models(self.manager, self.watcher, self.is_ready)
+        return V2Models(self.manager, self.watcher, self.is_ready, self.model_control)
 
-    async def _start_grpc(self) -> grpc.aio.Server | None:
+    async def _start_grpc(self, limits: GrpcLimits) -> grpc.aio.Server | None:
         handlers = self.grpc_handlers()
         if self.options.grpc_port <= 0 or not handlers:
             return None
-        limit = self.options.max_request_bytes
         server = grpc.aio.server(
             interceptors=[GrpcAuth(self.authenticator)] if self.authenticator else None,
             options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", -1),
+                *limits.server_options(self.options.max_request_bytes),
                 ("grpc.so_reuseport", 0),
             ],
+            # Beyond it grpc answers RESOURCE_EXHAUSTED at once instead of queueing.
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         )
         server.add_generic_rpc_handlers(handlers)
         address = f"{self.options.host}:{self.options.grpc_port}"
@@ -191,8 +219,11 @@ class FerryServer:
 
     async def serve(self) -> None:
         tune_garbage_collector()
+        http_limits, grpc_limits = resolve_connection_limits(
+            self.options.http_limits, self.options.grpc_limits, raise_open_file_limit()
+        )
         self.watcher.start()
-        grpc_server = await self._start_grpc()
+        grpc_server = await self._start_grpc(grpc_limits)
         loop = asyncio.get_running_loop()
         grpc_stopped: asyncio.Task | None = None
 
@@ -208,7 +239,10 @@ class FerryServer:
             self.app,
             host=self.options.host,
             port=self.options.rest_api_port,
-            http="httptools",
+            # uvicorn's httptools protocol with head limits, read deadlines and a
+            # connection limit (ferry.protocols.http_limits).
+            http=limited_protocol(http_limits),
+            timeout_keep_alive=http_limits.keep_alive_timeout_seconds,
             loop="none",
             lifespan="off",
             access_log=False,
@@ -217,7 +251,11 @@ class FerryServer:
             date_header=False,
             proxy_headers=False,  # ferry reports no client addresses; saves time per request
         )
-        server = _GracefulServer(config, on_signal=lambda: loop.call_soon_threadsafe(on_signal))
+        server = _GracefulServer(
+            config,
+            on_signal=lambda: loop.call_soon_threadsafe(on_signal),
+            deadline_sweep=sweep_interval(http_limits),
+        )
         log.info("REST API on http://%s:%d", self.options.host, self.options.rest_api_port)
         try:
             await server.serve()
@@ -260,9 +298,23 @@ class _GracefulServer(uvicorn.Server):
     """uvicorn's server, minus re-raising the caught signal after shutdown: ferry finishes
     its own drain (unloading models) and then exits with status 0."""
 
-    def __init__(self, config: uvicorn.Config, on_signal) -> None:
+    def __init__(self, config: uvicorn.Config, on_signal, deadline_sweep: float) -> None:
         super().__init__(config)
         self._on_signal = on_signal
+        self._deadline_sweep = deadline_sweep
+        self._deadlines: asyncio.Task | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Expires connections past their head or body deadline (LimitedHttpToolsProtocol).
+        self._deadlines = asyncio.create_task(
+            enforce_deadlines(self.server_state.connections, self._deadline_sweep)
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._deadlines is not None:
+            self._deadlines.cancel()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ferry.edge.signature import shape_mismatch
 from ferry.errors import InvalidArgument
+from ferry.tensor_limits import REFERENCE_BYTES, TensorBudget, unlimited
 
 # TF DataType names (used on the wire by TF Serving) for each numpy dtype ferry serves.
 # Strings are numpy object arrays holding `bytes`.
@@ -109,18 +110,25 @@ class Signature:
 DEFAULT_SIGNATURE = "serving_default"
 
 
-def convert_array(value: object, dtype: np.dtype, name: str) -> np.ndarray:
-    """Convert nested lists/scalars from a decoded request into an array of `dtype`.
+def convert_array(
+    value: object, dtype: np.dtype, name: str, budget: TensorBudget | None = None
+) -> np.ndarray:
+    """Convert nested lists/scalars from a decoded request into an array of `dtype`,
+    charged to `budget` (None: no byte limit) before the conversion allocates.
 
     Refuses what TF Serving refuses: ragged lists, strings where numbers are expected,
     numbers where strings are expected, fractional values for integer inputs.
     """
+    budget = budget if budget is not None else unlimited()
     if dtype == STRING_DTYPE:
-        return _convert_strings(value, name)
+        return _convert_strings(value, name, budget)
     try:
         raw = np.asarray(value)
     except ValueError as exc:  # ragged nesting
         raise InvalidArgument(f"Input '{name}' is ragged or malformed: {exc}") from None
+    # `raw` holds what the body held (so the body limit bounds it); the conversion to
+    # the model's dtype may widen it, so the budget is charged at the target's size.
+    budget.admit(name, raw.shape, np.dtype(dtype).itemsize)
     kind = raw.dtype.kind
     if kind == "O":
         raise InvalidArgument(
@@ -153,12 +161,13 @@ def convert_array(value: object, dtype: np.dtype, name: str) -> np.ndarray:
         raise InvalidArgument(f"Input '{name}' cannot be converted to {target}: {exc}") from None
 
 
-def _convert_strings(value: object, name: str) -> np.ndarray:
+def _convert_strings(value: object, name: str, budget: TensorBudget) -> np.ndarray:
     """Build an object array of bytes; every leaf must already be str or bytes."""
     try:
         raw = np.array(value, dtype=object)
     except ValueError as exc:
         raise InvalidArgument(f"Input '{name}' is ragged or malformed: {exc}") from None
+    budget.admit(name, raw.shape, REFERENCE_BYTES)
     flat = raw.reshape(-1)
     for index, item in enumerate(flat):
         if isinstance(item, str):

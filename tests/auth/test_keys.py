@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from support.models import scale_model, write_model
 
 from ferry.auth.keys import (
+    ADMIN,
+    INFER,
     SIGV4,
     TOKEN,
     KeyFileError,
@@ -141,3 +143,76 @@ def test_lookups_do_not_read_the_file_between_rechecks(tmp_path: Path) -> None:
     store = KeyStore(path, recheck_seconds=3600)
     path.unlink()  # gone: lookups still answer from memory
     assert store.secret_for(key.entry.id) == key.secret
+
+
+# -- scopes -----------------------------------------------------------------------------------
+
+
+def test_keys_are_infer_keys_unless_created_with_admin(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    code, out, _ = run("keys", "create", "--file", str(path), "--json")
+    plain = json.loads(out)
+    code, out, _ = run("keys", "create", "--file", str(path), "--scope", "admin", "--json")
+    admin = json.loads(out)
+    code, out, _ = run(
+        "keys", "create", "--file", str(path), "--kind", "token", "--scope", "admin",
+        "--scope", "infer", "--json",
+    )  # fmt: skip
+    both = json.loads(out)
+    assert code == 0
+    assert (plain["scopes"], admin["scopes"], both["scopes"]) == (
+        ["infer"],
+        ["admin"],
+        ["infer", "admin"],
+    )
+    store = KeyStore(path)
+    assert store.scopes_of(plain["id"]) == {INFER}
+    assert store.scopes_of(admin["id"]) == {ADMIN}
+    assert store.scopes_of(both["id"]) == {INFER, ADMIN}
+    assert store.scopes_of("FKIANOSUCHKEY") == frozenset()
+    stored = {k["id"]: k["scopes"] for k in json.loads(path.read_text())["keys"]}
+    assert stored == {
+        plain["id"]: ["infer"],
+        admin["id"]: ["admin"],
+        both["id"]: ["infer", "admin"],
+    }
+
+
+def test_list_shows_scopes(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    admin = add_key(path, TOKEN, "ops", (INFER, ADMIN))
+    code, listed, _ = run("keys", "list", "--file", str(path))
+    assert code == 0
+    assert "SCOPES" in listed.splitlines()[0]
+    row = next(line for line in listed.splitlines() if admin.entry.id in line)
+    assert "infer,admin" in row.split()
+    code, out, _ = run("keys", "list", "--file", str(path), "--json")
+    assert json.loads(out)[0]["scopes"] == ["infer", "admin"]
+    assert run("keys", "create", "--file", str(path), "--scope", "root")[0] == 2
+
+
+def test_a_key_file_from_before_scopes_gives_infer_keys_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "old.json"
+    key = add_key(path, SIGV4)
+    document = json.loads(path.read_text())
+    del document["keys"][0]["scopes"]
+    path.write_text(json.dumps(document))
+    with caplog.at_level("WARNING", logger="ferry.auth.keys"):
+        store = KeyStore(path)
+        read_key_file(path)
+    assert store.scopes_of(key.entry.id) == {INFER}
+    notes = [r.getMessage() for r in caplog.records if "no `scopes`" in r.getMessage()]
+    assert len(notes) == 1 and "infer-only" in notes[0]
+
+
+@pytest.mark.parametrize("scopes", [[], ["root"], "admin", [1]])
+def test_bad_scopes_in_the_file_are_refused(tmp_path: Path, scopes: object) -> None:
+    path = tmp_path / "keys.json"
+    add_key(path, SIGV4)
+    document = json.loads(path.read_text())
+    document["keys"][0]["scopes"] = scopes
+    path.write_text(json.dumps(document))
+    with pytest.raises(KeyFileError, match="`scopes` must be a non-empty list of infer, admin"):
+        KeyStore(path)

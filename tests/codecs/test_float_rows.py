@@ -70,7 +70,7 @@ def test_the_signature_name_is_taken_from_the_body() -> None:
         b'{"instances": [[1.0, 2.0, 3.0, 4.0]], "instances": [[5.0, 6.0, 7.0, 8.0]]}',
         b'{"signature_name": 3, "instances": [[1.0, 2.0, 3.0, 4.0]]}',
         b'{"signature_name": "a[b", "instances": [[1.0, 2.0, 3.0, 4.0]]}',
-        b'{"instances": [[NaN, 2.0, 3.0, 4.0]]}',  # TF Serving's NaN token: stdlib path
+        b'{"instances": [[NaN, 2.0, 3.0, 4.0]]}',  # TF Serving's NaN token: RapidJSON path
         b'{"instances": [[1e400, 2.0, 3.0, 4.0]]}',
         b'{"instances": [[1.0 2.0]]}',  # malformed
         b"[[1.0, 2.0, 3.0, 4.0]]",

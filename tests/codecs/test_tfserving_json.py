@@ -296,7 +296,7 @@ FLOAT32_VALUES = np.array(
 @pytest.mark.parametrize("request_format", [ROW, COLUMNAR])
 @pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "with-nan"])
 def test_float32_outputs_round_trip_exactly(request_format: str, with_nan: bool) -> None:
-    """Also through the standard-library encoder used when NaN is present."""
+    """Also through the token writer used when NaN is present."""
     values = np.concatenate(
         [FLOAT32_VALUES, np.random.default_rng(0).standard_normal(50).astype(np.float32)]
     )

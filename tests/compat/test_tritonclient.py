@@ -25,7 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> FerryProcess:
     write_model(two_input_model(), root / "pair", 1)
     write_model(string_model(), root / "echo", 1)
     log = tmp_path_factory.mktemp("logs") / "ferry.log"
-    server = FerryProcess([str(root)], log).wait_ready()
+    server = FerryProcess([str(root), "--enable_model_control"], log).wait_ready()
     for model in ("scale", "pair", "echo"):
         server.wait_version(model, 1)
     yield server

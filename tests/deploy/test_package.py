@@ -56,6 +56,17 @@ def test_ferry_layout_keeps_code_inside_the_model_folder(model_dir: Path, tmp_pa
     assert "code/inference.py" not in names(packed.archive)
 
 
+def test_packing_code_says_which_consent_the_endpoint_needs(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An archive cannot carry consent (a packed ferry.toml's allow_code grants nothing),
+    so packing code/inference.py says what the deploy must set."""
+    (model_dir / "ferry.toml").write_text("allow_code = true\n")
+    with caplog.at_level("WARNING", logger="ferry.deploy.package"):
+        package(model_dir, tmp_path / "model.tar.gz")
+    assert "FERRY_ALLOW_CODE='*' (ferry deploy sagemaker --allow-code '*')" in caplog.text
+
+
 def test_estimator_export_layout_is_accepted(tmp_path: Path) -> None:
     folder = tmp_path / "estimator"
     write_model(scale_model(1.0), folder / "export" / "Servo", 1588)

@@ -94,6 +94,25 @@ def test_deploy_creates_model_config_and_endpoint_and_waits(moto_url: str) -> No
     assert model["ExecutionRoleArn"] == ROLE
 
 
+def test_deploy_gives_the_operators_consent_through_the_environment(moto_url: str) -> None:
+    """`ferry serve --sagemaker` reads consent from FERRY_ALLOW_CODE / FERRY_ALLOW_PICKLE,
+    never from the archive, so deploy is where the operator gives it."""
+    extra = ("--allow-code", "*", "--allow-pickle", "b,a", "--allow-pickle", "c")
+    code, _, err = ferry(*deploy_args("consent-endpoint", moto_url, *extra, "--no-wait"))
+    assert code == 0, err
+    client = control(moto_url)
+    endpoint = client.describe_endpoint(EndpointName="consent-endpoint")
+    config = client.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    model = client.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["PrimaryContainer"]["Environment"] == {
+        "FERRY_SAGEMAKER": "true",
+        "FERRY_ALLOW_CODE": "*",
+        "FERRY_ALLOW_PICKLE": "a,b,c",
+    }
+    code, _, err = ferry(*deploy_args("bad", moto_url, "--allow-code", "m*", "--no-wait"))
+    assert code != 0 and "exact" in err
+
+
 def test_endpoints_list_describe_and_delete(moto_url: str) -> None:
     code, _, err = ferry(*deploy_args("to-delete", moto_url, "--image", "img:1", "--no-wait"))
     assert code == 0, err

@@ -3,7 +3,8 @@
 The handlers follow the SageMaker TensorFlow Serving container's contract:
 `input_handler(data, context)` turns any payload into a TF Serving body, and
 `output_handler(response, context)` turns the model's answer into (body, Content-Type).
-The file is code, so it runs only with `allow_code = true` beside it.
+The file is code that wraps every model, so it runs only when the operator allows code
+for every model: FERRY_ALLOW_CODE='*' in the container's environment (or --allow_code '*').
 """
 
 from __future__ import annotations
@@ -36,13 +37,11 @@ def output_handler(response, context):
 """
 
 
-def sagemaker_dir(root: Path, allow: bool = True) -> Path:
+def sagemaker_dir(root: Path) -> Path:
     model_dir = root / "opt-ml-model"
     write_model(scale_model(2.0), model_dir, 1)
     (model_dir / "code").mkdir()
     (model_dir / "code" / "inference.py").write_text(textwrap.dedent(INFERENCE))
-    if allow:
-        (model_dir / "ferry.toml").write_text("allow_code = true\n")
     return model_dir
 
 
@@ -56,7 +55,9 @@ def invoke(server: FerryProcess, body: str, attributes: str | None = None) -> ob
 @pytest.fixture
 def server(tmp_path: Path, start_server) -> FerryProcess:
     model_dir = sagemaker_dir(tmp_path)
-    process = start_server("--sagemaker", "--sagemaker_model_dir", str(model_dir))
+    process = start_server(
+        "--sagemaker", "--sagemaker_model_dir", str(model_dir), env={"FERRY_ALLOW_CODE": "*"}
+    )
     wait_until(lambda: process.get("/ping").status_code == 200, 30, message="/ping 200")
     return process
 
@@ -83,9 +84,21 @@ def test_a_raising_handler_fails_the_request_with_500(server: FerryProcess) -> N
     assert "unsupported content type application/json" in response.json()["error"]
 
 
-def test_inference_py_without_consent_stops_start_up(tmp_path: Path, start_server) -> None:
-    model_dir = sagemaker_dir(tmp_path, allow=False)
-    process = start_server("--sagemaker", "--sagemaker_model_dir", str(model_dir), ready=False)
+@pytest.mark.parametrize(
+    "consent",
+    [{}, {"FERRY_ALLOW_CODE": "model"}],
+    ids=["no consent", "one model's consent"],
+)
+def test_inference_py_without_consent_stops_start_up(
+    tmp_path: Path, start_server, consent: dict[str, str]
+) -> None:
+    model_dir = sagemaker_dir(tmp_path)
+    # The folder's own consent grants nothing.
+    (model_dir / "ferry.toml").write_text("allow_code = true\n")
+    process = start_server(
+        "--sagemaker", "--sagemaker_model_dir", str(model_dir), env=consent, ready=False
+    )
     assert process.process.wait(60) != 0
     log = process.log()
-    assert "inference.py is Python code" in log and "allow_code = true" in log
+    assert "inference.py is Python code" in log
+    assert "FERRY_ALLOW_CODE='*'" in log

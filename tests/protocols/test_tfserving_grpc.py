@@ -89,7 +89,14 @@ def server(model_root: Path, start_server) -> FerryProcess:
         )
         + "}\n"
     )
-    server = start_server("--model_config_file", str(config))
+    # Model control on, with the whole folder as a root: the reload tests use its models.
+    server = start_server(
+        "--model_config_file",
+        str(config),
+        "--enable_model_control",
+        "--model_roots",
+        str(model_root),
+    )
     for model, version in [("mlp", 1), ("scale", 1), ("scale", 2), ("pair", 1), ("echo", 1)]:
         server.wait_version(model, version)
     server.wait_version("ints", 1)

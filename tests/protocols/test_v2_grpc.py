@@ -41,7 +41,7 @@ def server(model_root: Path, start_server) -> FerryProcess:
     write_model(two_input_model(), model_root / "pair", 1)
     write_model(string_model(), model_root / "echo", 1)
     write_model(sleepy_model(iterations=4000), model_root / "sleepy", 1)
-    server = start_server(str(model_root))
+    server = start_server(str(model_root), "--enable_model_control")  # repository load/unload
     for model in ("scale", "pair", "echo", "sleepy"):
         server.wait_version(model, 1)
     return server

@@ -21,7 +21,7 @@ def server(model_root: Path, start_server) -> FerryProcess:
     write_model(scale_model(2.0), model_root / "scale", 2)
     write_model(two_input_model(), model_root / "pair", 1)
     write_model(string_model(), model_root / "echo", 1)
-    server = start_server(str(model_root))
+    server = start_server(str(model_root), "--enable_model_control")  # repository load/unload
     for model, version in (("scale", 2), ("pair", 1), ("echo", 1)):
         server.wait_version(model, version)
     return server

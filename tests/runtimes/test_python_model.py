@@ -1,8 +1,9 @@
 """Custom Python models (`model.py`) served by a real `ferry serve`.
 
-A model folder's `model.py` is code, so it runs only with `allow_code = true` in the
-model's `ferry.toml`; without it the load fails with a message that says so. With it,
-answers over HTTP must equal the class's own `predict` run in process.
+A model folder's `model.py` is code, so it runs only when the operator allows it
+(`ferry serve --allow_code NAME`); without that the load fails with a message naming the
+flag, whatever the folder's ferry.toml says. With it, answers over HTTP must equal the
+class's own `predict` run in process.
 """
 
 from __future__ import annotations
@@ -68,12 +69,10 @@ class Model:
 """
 
 
-def write_code(folder: Path, source: str, allow: bool = True) -> Path:
+def write_code(folder: Path, source: str) -> Path:
     version = folder / "1"
     version.mkdir(parents=True, exist_ok=True)
     (version / "model.py").write_text(textwrap.dedent(source))
-    if allow:
-        (folder / "ferry.toml").write_text("allow_code = true\n")
     return version
 
 
@@ -85,14 +84,18 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shout = write_code(root / "shout", SHOUT)
     (shout / "suffix.txt").write_bytes(b"!")
     (shout / "signature.json").write_text(SHOUT_SIGNATURE)
-    write_code(root / "not_allowed", WRAPPER, allow=False)
+    write_code(root / "not_allowed", WRAPPER)
+    # The folder's own consent grants nothing.
+    (root / "not_allowed" / "ferry.toml").write_text("allow_code = true\n")
     write_code(root / "fails", FAILS)
     return root
 
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> FerryProcess:
-    process = start_repository_server(root, root.parent / "ferry.log")
+    process = start_repository_server(
+        root, root.parent / "ferry.log", "--allow_code", "wrapper,shout", "--allow_code", "fails"
+    )
     yield process
     process.stop()
 
@@ -128,7 +131,8 @@ def test_code_without_consent_is_refused(server: FerryProcess) -> None:
     status = settled_status(server, "not_allowed")
     assert status["state"] == "END"
     message = status["status"]["error_message"]
-    assert "model.py is Python code" in message and "allow_code = true" in message
+    assert "model.py is Python code" in message
+    assert "ferry serve --allow_code not_allowed" in message
 
 
 def test_a_failing_load_fails_alone(server: FerryProcess) -> None:

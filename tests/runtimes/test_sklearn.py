@@ -1,10 +1,11 @@
-"""scikit-learn models: saved as ONNX with `ferry.save`, or pickled with the model's
-consent, and served by a real `ferry serve`.
+"""scikit-learn models: saved as ONNX with `ferry.save`, or pickled with the operator's
+consent (`ferry serve --allow_pickle`), and served by a real `ferry serve`.
 
 Answers over HTTP must equal scikit-learn's own: labels exactly, probabilities and
 regression values within float32 rounding (the ONNX model computes in float32). A
-pickle without `allow_pickle = true` must be refused with a message that says why and
-how to allow it, while every other model keeps serving.
+pickle the operator did not allow must be refused with a message that says why and
+names the flag, while every other model keeps serving; a ferry.toml saying
+`allow_pickle = true` grants nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from support.models import mlp_model, write_model
 from support.server import FerryProcess
 
 import ferry
+from ferry.consent import ExecutionConsent
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import Metrics
 from ferry.model_config import ModelSpec
@@ -69,11 +71,13 @@ def server(models: dict, tmp_path_factory: pytest.TempPathFactory) -> FerryProce
     for name in ("pickled", "refused"):
         (root / name / "1").mkdir(parents=True)
         joblib.dump(models["forest"], root / name / "1" / "model.joblib")
-    (root / "pickled" / "ferry.toml").write_text("allow_pickle = true\n")
+    # The folder's own say-so, which no longer counts.
+    (root / "refused" / "ferry.toml").write_text("allow_pickle = true\n")
     (root / "corrupt" / "1").mkdir(parents=True)
     (root / "corrupt" / "1" / "model.pkl").write_bytes(b"\x80\x05not really a pickle")
-    (root / "corrupt" / "ferry.toml").write_text("allow_pickle = true\n")
-    process = start_repository_server(root, root.parent / "ferry.log")
+    process = start_repository_server(
+        root, root.parent / "ferry.log", "--allow_pickle", "pickled,corrupt"
+    )
     yield process
     process.stop()
 
@@ -113,8 +117,9 @@ def test_pickle_is_refused_without_consent(server: FerryProcess) -> None:
     status = settled_status(server, "refused")
     assert status["state"] == "END"
     message = status["status"]["error_message"]
-    assert "runs code" in message and "allow_pickle = true" in message
-    assert "ferry.toml" in message and "ferry save" in message
+    assert "runs code" in message and "ferry serve --allow_pickle refused" in message
+    assert "ferry save" in message
+    assert "no longer allows anything" in server.log()
 
 
 def test_pickle_serves_predict_and_predict_proba_with_consent(
@@ -140,11 +145,11 @@ def test_missing_scikit_learn_is_a_load_error_naming_the_extra(
 ) -> None:
     (tmp_path / "pickled" / "1").mkdir(parents=True)
     joblib.dump(models["forest"], tmp_path / "pickled" / "1" / "model.joblib")
-    (tmp_path / "pickled" / "ferry.toml").write_text("allow_pickle = true\n")
     write_model(mlp_model(width=4), tmp_path / "onnx_model", 1)
     # As if scikit-learn were not installed: `import sklearn` raises ImportError.
     monkeypatch.setitem(sys.modules, "sklearn", None)
-    manager = ModelManager(ManagerOptions(), Metrics())
+    consent = ExecutionConsent.from_flags(pickle=["pickled"])
+    manager = ModelManager(ManagerOptions(consent=consent), Metrics())
     for name in ("pickled", "onnx_model"):
         base = tmp_path / name
         manager.sync(ModelSpec(name, base), LocalVersionSource(base).list_versions())

@@ -48,9 +48,11 @@ class FerryProcess:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         port_env: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         """`port_env`: pass the port in this environment variable instead of as
-        `--rest_api_port` (SageMaker's SAGEMAKER_BIND_TO_PORT)."""
+        `--rest_api_port` (SageMaker's SAGEMAKER_BIND_TO_PORT). `preexec_fn` runs in the
+        child before ferry starts (e.g. to lower its resource limits)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Every server gets its own gRPC port (the default 8500 would collide), unless the
@@ -75,7 +77,12 @@ class FerryProcess:
         full_env = {**os.environ, **(env or {}), **port_setting}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            preexec_fn=preexec_fn,
         )
         self.session = requests.Session()
 

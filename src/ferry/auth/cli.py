@@ -12,7 +12,16 @@ from pathlib import Path
 
 import click
 
-from ferry.auth.keys import KINDS, SIGV4, KeyFileError, add_key, read_key_file, revoke_key
+from ferry.auth.keys import (
+    DEFAULT_SCOPES,
+    KINDS,
+    SCOPES,
+    SIGV4,
+    KeyFileError,
+    add_key,
+    read_key_file,
+    revoke_key,
+)
 
 _FILE = click.option(
     "--file",
@@ -39,18 +48,32 @@ def keys() -> None:
     help="sigv4: an access key id and secret for AWS SDKs; token: a bearer token.",
 )
 @click.option("--name", default="", help="A note on who or what uses the key.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(SCOPES),
+    default=DEFAULT_SCOPES,
+    show_default=True,
+    help="What the key may do (repeatable): infer (serve and describe models), admin "
+    "(model control: config reload, V2 load/unload).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new key as JSON.")
-def create(path: Path, kind: str, name: str, as_json: bool) -> None:
+def create(path: Path, kind: str, name: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Create a key (and FILE, mode 0600, if it does not exist) and print its secret:
     the only time ferry shows it."""
     try:
-        created = add_key(path, kind, name)
+        created = add_key(path, kind, name, scopes)
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from None
     entry = created.entry
     if as_json:
         field = "aws_secret_access_key" if kind == SIGV4 else "token"
-        click.echo(json.dumps({"id": entry.id, "kind": kind, field: created.secret}))
+        click.echo(
+            json.dumps(
+                {"id": entry.id, "kind": kind, "scopes": list(entry.scopes), field: created.secret}
+            )
+        )
         return
     if kind == SIGV4:
         click.echo(f"aws_access_key_id     = {entry.id}")
@@ -72,7 +95,7 @@ def create(path: Path, kind: str, name: str, as_json: bool) -> None:
 @_FILE
 @click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
 def list_keys(path: Path, as_json: bool) -> None:
-    """List the keys in FILE (ids, kinds, names, creation times; never secrets)."""
+    """List the keys in FILE (ids, kinds, scopes, names, creation times; never secrets)."""
     try:
         entries = read_key_file(path)
     except KeyFileError as exc:
@@ -83,9 +106,10 @@ def list_keys(path: Path, as_json: bool) -> None:
     if not entries:
         click.echo(f"no keys in {path}")
         return
-    click.echo(f"{'ID':<24} {'KIND':<6} {'CREATED':<21} NAME")
+    click.echo(f"{'ID':<24} {'KIND':<6} {'SCOPES':<12} {'CREATED':<21} NAME")
     for e in entries:
-        click.echo(f"{e.id:<24} {e.kind:<6} {e.created:<21} {e.name}")
+        scopes = ",".join(e.scopes)
+        click.echo(f"{e.id:<24} {e.kind:<6} {scopes:<12} {e.created:<21} {e.name}")
 
 
 @keys.command()

@@ -5,8 +5,10 @@ The file is JSON, written by `ferry keys create|revoke` (hand edits work too):
     {
       "ferry_keys": 1,
       "keys": [
-        {"id": "FKIA4Q2...", "kind": "sigv4", "secret": "...", "name": "ci", "created": "..."},
-        {"id": "FKTK7B3...", "kind": "token", "sha256": "...", "name": "grafana", "created": "..."}
+        {"id": "FKIA4Q2...", "kind": "sigv4", "secret": "...", "name": "ci", "created": "...",
+         "scopes": ["infer"]},
+        {"id": "FKTK7B3...", "kind": "token", "sha256": "...", "name": "ops", "created": "...",
+         "scopes": ["infer", "admin"]}
       ]
     }
 
@@ -16,6 +18,10 @@ The file is JSON, written by `ferry keys create|revoke` (hand edits work too):
 - `token` keys are bearer tokens (`Authorization: Bearer <token>`). Only the SHA-256
   of the token is stored: a token is 256 random bits, so a fast hash is as safe as a
   slow one here, and lookups stay one hash plus one dict access per request.
+- `scopes` say what a key may do: `infer` (every API that serves or describes models)
+  and `admin` (the model-control APIs, ferry.model_control). A key without `scopes`
+  (files written before scopes existed) is an `infer` key: the safe reading of an old
+  file, logged once.
 
 A file that group or others may read is refused (`KeyFileError`), at start-up and when
 re-read. `KeyStore` keeps the keys in dicts and looks at the file's stat at most every
@@ -49,6 +55,10 @@ KINDS = (SIGV4, TOKEN)
 ACCESS_KEY_PREFIX = "FKIA"
 TOKEN_ID_PREFIX = "FKTK"
 TOKEN_PREFIX = "ferry_"
+INFER = "infer"
+ADMIN = "admin"
+SCOPES = (INFER, ADMIN)
+DEFAULT_SCOPES = (INFER,)
 
 
 class KeyFileError(Exception):
@@ -65,10 +75,17 @@ class KeyEntry:
     created: str = ""
     secret: str = ""
     sha256: str = ""
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
-    def public(self) -> dict[str, str]:
+    def public(self) -> dict[str, object]:
         """What `ferry keys list` shows: never a secret or a token hash."""
-        return {"id": self.id, "kind": self.kind, "name": self.name, "created": self.created}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "created": self.created,
+            "scopes": list(self.scopes),
+        }
 
 
 @dataclass(frozen=True)
@@ -108,12 +125,49 @@ def read_key_file(path: Path) -> list[KeyEntry]:
     if not isinstance(document, dict) or not isinstance(document.get("keys", []), list):
         raise KeyFileError(f"key file {path}: expected an object with a `keys` list")
     entries = []
+    unscoped = 0
     for number, raw in enumerate(document.get("keys", []), start=1):
         entries.append(_entry(path, number, raw))
+        unscoped += isinstance(raw, dict) and "scopes" not in raw
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         raise KeyFileError(f"key file {path}: key ids must be unique")
+    if unscoped:
+        _note_unscoped(path, unscoped)
     return entries
+
+
+_NOTED_UNSCOPED: set[Path] = set()
+
+
+def _note_unscoped(path: Path, count: int) -> None:
+    """Say once per file and process that keys without `scopes` are infer-only."""
+    if path in _NOTED_UNSCOPED:
+        return
+    _NOTED_UNSCOPED.add(path)
+    log.warning(
+        "key file %s: %d keys have no `scopes`; they are %s-only keys (an admin key: "
+        "ferry keys create --scope %s)",
+        path,
+        count,
+        INFER,
+        ADMIN,
+    )
+
+
+def _scopes(where: str, raw: Any) -> tuple[str, ...]:
+    if "scopes" not in raw:
+        return DEFAULT_SCOPES
+    value = raw["scopes"]
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(not isinstance(scope, str) or scope not in SCOPES for scope in value)
+    ):
+        raise KeyFileError(
+            f"{where} ({raw['id']}): `scopes` must be a non-empty list of {', '.join(SCOPES)}"
+        )
+    return tuple(scope for scope in SCOPES if scope in value)
 
 
 def _entry(path: Path, number: int, raw: Any) -> KeyEntry:
@@ -134,6 +188,7 @@ def _entry(path: Path, number: int, raw: Any) -> KeyEntry:
         created=str(raw.get("created", "")),
         secret=raw.get("secret", "") if kind == SIGV4 else "",
         sha256=raw.get("sha256", "").lower() if kind == TOKEN else "",
+        scopes=_scopes(where, raw),
     )
 
 
@@ -143,7 +198,12 @@ def write_key_file(path: Path, entries: list[KeyEntry]) -> None:
     document = {
         "ferry_keys": FORMAT_VERSION,
         "keys": [
-            {k: v for k, v in vars(e).items() if v != "" or k in ("id", "kind")} for e in entries
+            {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in vars(e).items()
+                if v != "" or k in ("id", "kind")
+            }
+            for e in entries
         ],
     }
     data = json.dumps(document, indent=2).encode() + b"\n"
@@ -167,25 +227,32 @@ def _random_id(prefix: str) -> str:
     return prefix + base64.b32encode(secrets.token_bytes(10)).decode()
 
 
-def new_key(kind: str, name: str = "") -> NewKey:
+def new_key(kind: str, name: str = "", scopes: tuple[str, ...] = DEFAULT_SCOPES) -> NewKey:
     """A fresh key of `kind`; the returned secret is the only copy of a token."""
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {list(scopes)}")
+    scopes = tuple(scope for scope in SCOPES if scope in scopes)
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if kind == SIGV4:
         secret = secrets.token_urlsafe(30)  # 40 characters, like an AWS secret key
-        entry = KeyEntry(_random_id(ACCESS_KEY_PREFIX), SIGV4, name, created, secret=secret)
+        key_id = _random_id(ACCESS_KEY_PREFIX)
+        entry = KeyEntry(key_id, SIGV4, name, created, secret=secret, scopes=scopes)
         return NewKey(entry, secret)
     if kind == TOKEN:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key_id = _random_id(TOKEN_ID_PREFIX)
-        entry = KeyEntry(key_id, TOKEN, name, created, sha256=token_hash(token))
+        entry = KeyEntry(key_id, TOKEN, name, created, sha256=token_hash(token), scopes=scopes)
         return NewKey(entry, token)
     raise ValueError(f"unknown key kind {kind!r}")
 
 
-def add_key(path: Path, kind: str, name: str = "") -> NewKey:
+def add_key(
+    path: Path, kind: str, name: str = "", scopes: tuple[str, ...] = DEFAULT_SCOPES
+) -> NewKey:
     """Create a key and append it to the file (created with mode 0600 if absent)."""
     entries = read_key_file(path) if path.exists() else []
-    created = new_key(kind, name)
+    created = new_key(kind, name, scopes)
     write_key_file(path, [*entries, created.entry])
     return created
 
@@ -215,6 +282,7 @@ class KeyStore:
         self.recheck_seconds = recheck_seconds
         self._secrets: dict[str, str] = {}
         self._tokens: dict[str, str] = {}
+        self._scopes: dict[str, frozenset[str]] = {}
         self._signature: tuple[int, int, int, int] | None = None
         self._next_check = 0.0
         self._load(read_key_file(path))
@@ -227,6 +295,7 @@ class KeyStore:
     def _load(self, entries: list[KeyEntry]) -> None:
         self._secrets = {e.id: e.secret for e in entries if e.kind == SIGV4}
         self._tokens = {e.sha256: e.id for e in entries if e.kind == TOKEN}
+        self._scopes = {e.id: frozenset(e.scopes) for e in entries}
 
     def _stat_signature(self) -> tuple[int, int, int, int] | None:
         try:
@@ -261,3 +330,8 @@ class KeyStore:
         """The id of the key a bearer token belongs to, or None."""
         self.refresh()
         return self._tokens.get(token_hash(token))
+
+    def scopes_of(self, key_id: str) -> frozenset[str]:
+        """What the key may do (empty for an unknown or just-revoked key). Not refreshed:
+        called right after the lookup that found the key."""
+        return self._scopes.get(key_id, frozenset())

@@ -15,10 +15,15 @@ HTTP (an ASGI wrapper around the whole app):
   TF Serving's and V2's `{"error": "..."}`.
 
 gRPC (a grpc.aio server interceptor): metadata `authorization: Bearer <token>`; refused
-calls end with UNAUTHENTICATED (the call carries no valid credentials; ferry has no
-per-key permissions, so PERMISSION_DENIED never applies). V2's ServerLive and
-ServerReady stay open, like the HTTP health paths. gRPC does not take SigV4: no gRPC
-client signs with it.
+calls end with UNAUTHENTICATED (the call carries no valid credentials). V2's ServerLive
+and ServerReady stay open, like the HTTP health paths. gRPC does not take SigV4: no
+gRPC client signs with it.
+
+Scopes: a valid key may still lack the scope its API needs (ferry.auth.keys): the admin
+APIs (ferry.model_control's one list, `is_admin_http` and `ADMIN_GRPC_METHODS`) need
+`admin`, every other API `infer`. Refused here, before any handler runs: HTTP 403 in
+the path's form (AccessDeniedException under `/endpoints/`), gRPC PERMISSION_DENIED.
+The admin APIs also need `--enable_model_control`, which their handlers check.
 
 Secrets never reach the log: refusals are logged at debug level with the reason and
 the key id at most, and counted in `ferry_auth_refused_total{api,reason}`. The time
@@ -37,8 +42,9 @@ import grpc
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
-from ferry.auth.keys import KeyStore
+from ferry.auth.keys import ADMIN, INFER, KeyStore
 from ferry.errors import FerryError
+from ferry.model_control import ADMIN_GRPC_METHODS, is_admin_http
 from ferry.protocols.http_util import ClientDisconnected, Receive, Scope, Send, read_body
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,18 @@ class AuthRefused(Exception):
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+
+
+class AccessDenied(AuthRefused):
+    """A valid key without the scope the API needs (HTTP 403, gRPC PERMISSION_DENIED)."""
+
+    def __init__(self, needed: str) -> None:
+        what = "the admin APIs (model control)" if needed == ADMIN else "this API"
+        super().__init__(
+            "AccessDeniedException",
+            f"This key may not call {what}: it lacks the {needed!r} scope "
+            f"(ferry keys create --scope {needed})",
+        )
 
 
 class AuthMetrics:
@@ -143,6 +161,13 @@ class Authenticator:
             "Authorization must be AWS4-HMAC-SHA256 (SigV4) or Bearer <token>.",
         )
 
+    def authorize(self, key_id: str, admin: bool) -> None:
+        """AccessDenied unless the key has the scope: `admin` for an admin API, else
+        `infer`."""
+        needed = ADMIN if admin else INFER
+        if needed not in self.keys.scopes_of(key_id):
+            raise AccessDenied(needed)
+
     def refuse(self, api: str, error: AuthRefused, where: str) -> None:
         self.metrics.refused.labels(api, error.error_type).inc()
         log.debug("refused %s: %s", where, error.error_type)
@@ -182,7 +207,8 @@ class HttpAuth:
                 body = await read_body(scope, receive, self.max_request_bytes)
                 # The handler would read the body anyway: only the check is auth's cost.
                 started = time.perf_counter()
-            self.authenticator.check_http(scope, authorization, body)
+            key_id = self.authenticator.check_http(scope, authorization, body)
+            self.authenticator.authorize(key_id, is_admin_http(scope["method"], scope["path"]))
         except AuthRefused as exc:
             self.authenticator.metrics.observe("http", time.perf_counter() - started)
             self.authenticator.refuse("http", exc, f"{scope['method']} {scope['path']}")
@@ -239,7 +265,8 @@ async def _send_refusal(send: Send, path: str, error: AuthRefused, status: int =
 
 class GrpcAuth(grpc.aio.ServerInterceptor):
     """Bearer tokens in the `authorization` metadata for every gRPC method but the open
-    health methods; a refused call gets UNAUTHENTICATED and never reaches a servicer."""
+    health methods; a refused call gets UNAUTHENTICATED (PERMISSION_DENIED for a key
+    without the method's scope) and never reaches a servicer."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
@@ -268,26 +295,32 @@ class GrpcAuth(grpc.aio.ServerInterceptor):
                 raise AuthRefused(
                     "InvalidToken", "gRPC takes bearer tokens: authorization: Bearer <token>"
                 )
-            self.authenticator.check_bearer(value)
+            key_id = self.authenticator.check_bearer(value)
+            self.authenticator.authorize(key_id, method in ADMIN_GRPC_METHODS)
         except AuthRefused as exc:
             self.authenticator.metrics.observe("grpc", time.perf_counter() - started)
             self.authenticator.refuse("grpc", exc, method)
             handler = await continuation(handler_call_details)
-            return _refusing_handler(handler, exc.message)
+            code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if isinstance(exc, AccessDenied)
+                else grpc.StatusCode.UNAUTHENTICATED
+            )
+            return _refusing_handler(handler, code, exc.message)
         self.authenticator.metrics.observe("grpc", time.perf_counter() - started)
         return await continuation(handler_call_details)
 
 
 def _refusing_handler(
-    handler: grpc.RpcMethodHandler | None, message: str
+    handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str
 ) -> grpc.RpcMethodHandler | None:
-    """A handler of the same shape as `handler` that ends the call UNAUTHENTICATED
-    without deserializing the request (unknown methods stay UNIMPLEMENTED)."""
+    """A handler of the same shape as `handler` that ends the call with `code` without
+    deserializing the request (unknown methods stay UNIMPLEMENTED)."""
     if handler is None:
         return None
 
     async def deny(request_or_iterator: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(deny)

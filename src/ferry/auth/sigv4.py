@@ -12,6 +12,13 @@ Checks, in order, each failure a `SignatureError` with AWS's error type and mess
 - an `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`
   header (query-string presigned URLs are not accepted);
 - the credential scope: service `sagemaker`, any region, terminator `aws4_request`;
+- `host` among the SignedHeaders (AWS requires it, with its words for the refusal);
+- no `x-amz-*` or `x-amzn-sagemaker-*` header that is not signed: these steer the
+  request (`X-Amzn-SageMaker-Target-Model` picks the model, `-Custom-Attributes` the
+  method), so one added to a captured signed request must not reroute it. botocore
+  signs every header it sends but `user-agent`, `expect` and `x-amzn-trace-id` (its
+  `SIGNED_HEADERS_BLACKLIST`), `x-amz-date` and `x-amz-security-token` included, so
+  real clients pass; `x-amzn-trace-id` (added by load balancers) matches neither prefix;
 - `X-Amz-Date` signed, and within `max_skew_seconds` (5 minutes) of this clock; the
   scope's date is that date;
 - a known access key id;
@@ -90,6 +97,13 @@ _MISMATCH = (
     "documentation for details."
 )
 _REQUIRED = ("Credential", "SignedHeaders", "Signature")
+# AWS's answer (InvalidSignatureException) to a signature that does not cover the host.
+_HOST_NOT_SIGNED = "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+# S3's words for unsigned x-amz-* headers (AccessDenied there; the JSON services'
+# name for that is AccessDeniedException), with the headers' names, as S3 lists them.
+_UNSIGNED = "There were headers present in the request which were not signed"
+# Headers that steer a request and so must be signed when present.
+_MUST_SIGN_PREFIXES = ("x-amz-", "x-amzn-sagemaker-")
 
 
 def parse_authorization(value: str) -> Authorization:
@@ -186,6 +200,11 @@ def verify(
             "InvalidSignatureException",
             f"Credential should be scoped to correct service: '{SERVICE}'.",
         )
+    if "host" not in credential.signed_headers:
+        raise SignatureError("InvalidSignatureException", _HOST_NOT_SIGNED)
+    unsigned = unsigned_headers(by_name, credential.signed_headers)
+    if unsigned:
+        raise SignatureError("AccessDeniedException", f"{_UNSIGNED}: {', '.join(unsigned)}")
     amz_date = (by_name.get("x-amz-date") or [""])[0]
     if not amz_date or "x-amz-date" not in credential.signed_headers:
         raise SignatureError(
@@ -232,6 +251,13 @@ def verify(
     if not hmac.compare_digest(expected.encode(), auth.signature.encode()):
         raise SignatureError("InvalidSignatureException", _MISMATCH)
     return credential.access_key_id
+
+
+def unsigned_headers(by_name: dict[str, list[str]], signed: tuple[str, ...]) -> list[str]:
+    """The steering headers (`_MUST_SIGN_PREFIXES`) sent but not in SignedHeaders."""
+    return sorted(
+        name for name in by_name if name.startswith(_MUST_SIGN_PREFIXES) and name not in signed
+    )
 
 
 # Copied, not created, per use: creating an OpenSSL digest looks the algorithm up in

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from ferry.errors import InternalError, InvalidArgument
 from ferry.protos import message_class, pool
+from ferry.tensor_limits import TensorBudget, checked_dims, unlimited
 from ferry.tensors import STRING_DTYPE, Signature, numpy_dtype, tf_dtype_name
 
 # The `*_val` field that holds values of each dtype ferry serves (TF's choice of field:
@@ -83,12 +84,19 @@ def numpy_dtype_of(enum_value: int, name: str) -> np.dtype:
         raise InvalidArgument(f"Input '{name}' has unsupported data type {tf_name}") from None
 
 
-def decode_tensor(proto: Message, name: str, expected: np.dtype | None = None) -> np.ndarray:
+def decode_tensor(
+    proto: Message,
+    name: str,
+    expected: np.dtype | None = None,
+    budget: TensorBudget | None = None,
+) -> np.ndarray:
     """A TensorProto as a numpy array (object array of bytes for DT_STRING).
 
     `expected` is the signature's dtype: a tensor of another dtype is refused rather than
-    converted, as TF Serving does. The array may be a read-only view of the message's
-    bytes; callers must not write to it.
+    converted, as TF Serving does. The tensor is charged to `budget` (None: no byte
+    limit) before it is built, so a one-value fill cannot outgrow the request's
+    `--max_tensor_bytes`. The array may be a read-only view of the message's bytes;
+    callers must not write to it.
     """
     dtype = numpy_dtype_of(proto.dtype, name)
     if expected is not None and dtype != expected:
@@ -97,7 +105,7 @@ def decode_tensor(proto: Message, name: str, expected: np.dtype | None = None) -
             f"{tf_dtype_name(expected)}"
         )
     shape = _shape_of(proto, name)
-    size = int(np.prod(shape, dtype=np.int64))
+    size = (budget if budget is not None else unlimited()).admit(name, shape, dtype.itemsize)
     if proto.tensor_content:
         return _from_content(proto.tensor_content, dtype, shape, size, name)
     return _from_values(proto, dtype, shape, size, name)
@@ -107,10 +115,7 @@ def _shape_of(proto: Message, name: str) -> tuple[int, ...]:
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise InvalidArgument(f"Input '{name}': a tensor's shape must be known (unknown_rank)")
-    dims = tuple(dim.size for dim in shape.dim)
-    if any(size < 0 for size in dims):
-        raise InvalidArgument(f"Input '{name}' has a negative dimension in shape {list(dims)}")
-    return dims
+    return checked_dims([dim.size for dim in shape.dim], name)
 
 
 def _from_content(
@@ -166,8 +171,11 @@ def _numbers(values, field: str, dtype: np.dtype, name: str) -> np.ndarray:
     return raw.astype(dtype, copy=False)
 
 
-def decode_inputs(tensors: Mapping[str, Message], signature: Signature) -> dict[str, np.ndarray]:
-    """Decode a request's input map against a signature and check it (names, dtypes, shapes)."""
+def decode_inputs(
+    tensors: Mapping[str, Message], signature: Signature, budget: TensorBudget | None = None
+) -> dict[str, np.ndarray]:
+    """Decode a request's input map against a signature and check it (names, dtypes,
+    shapes), each tensor charged to `budget` (None: no byte limit) before it is built."""
     inputs = {}
     for name, proto in tensors.items():
         spec = signature.inputs.get(name)
@@ -175,7 +183,7 @@ def decode_inputs(tensors: Mapping[str, Message], signature: Signature) -> dict[
             raise InvalidArgument(
                 f"Unknown input(s) ['{name}']; the model expects {sorted(signature.inputs)}"
             )
-        inputs[name] = decode_tensor(proto, name, spec.dtype)
+        inputs[name] = decode_tensor(proto, name, spec.dtype, budget)
     signature.check_inputs(inputs)
     return inputs
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ferry.errors import InvalidArgument, Unimplemented
 from ferry.protos import message_class
+from ferry.tensor_limits import REFERENCE_BYTES, TensorBudget
 from ferry.tensors import STRING_DTYPE, Signature
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -65,8 +66,14 @@ def example_input(
     return signature, strings[0]
 
 
-def serialized_examples(examples: list[bytes]) -> np.ndarray:
-    """The 1-D string tensor a classify/regress signature reads."""
+def serialized_examples(
+    examples: list[bytes], name: str = "examples", budget: TensorBudget | None = None
+) -> np.ndarray:
+    """The 1-D string tensor a classify/regress signature reads (input `name`), charged
+    to `budget` like any input tensor. The examples themselves were serialized from the
+    request, so its size limit bounds them."""
+    if budget is not None:
+        budget.admit(name, (len(examples),), REFERENCE_BYTES)
     array = np.empty(len(examples), dtype=object)
     array[:] = examples
     return array
@@ -75,12 +82,13 @@ def serialized_examples(examples: list[bytes]) -> np.ndarray:
 # -- REST -------------------------------------------------------------------------------
 
 
-def examples_from_json(body: Any) -> list[bytes]:
+def examples_from_json(body: Any, budget: TensorBudget | None = None) -> list[bytes]:
     """`{"context": {...}, "examples": [{...}, ...]}` as serialized tf.Example protos.
 
     Feature values are numbers, strings, `{"b64": ...}` or lists of those; integers
     become int64 lists, any fractional number makes a float list, strings bytes lists.
-    Context features are added to every example (they must not repeat in an example).
+    Context features are added to every example (they must not repeat in an example),
+    so the result is charged to `budget` before the context is copied into each.
     """
     if not isinstance(body, dict):
         raise InvalidArgument("JSON Value: the request body must be a JSON object")
@@ -101,10 +109,23 @@ def examples_from_json(body: Any) -> list[bytes]:
                 f"examples[{index}] repeats context feature(s) {repeated}; a feature "
                 "belongs to the context or to the examples, not both"
             )
-        # Serialized protos concatenate as a merge: context + example has both features.
-        example = _example(features, f"examples[{index}]").SerializeToString()
-        serialized.append(context_bytes + example)
-    return serialized
+        serialized.append(_example(features, f"examples[{index}]").SerializeToString())
+    return _merged(context_bytes, serialized, budget)
+
+
+def _merged(context: bytes, examples: list[bytes], budget: TensorBudget | None) -> list[bytes]:
+    """Each serialized example with the context in front (serialized protos concatenate
+    as a merge: context + example has both features). A small request can repeat a large
+    context many times, so the total is charged before any copy is made."""
+    if not context:
+        return examples
+    if budget is not None:
+        total = len(context) * len(examples) + sum(len(e) for e in examples)
+        budget.charge(
+            f"{len(examples)} tf.Examples with the {len(context)}-byte context merged into each",
+            total,
+        )
+    return [context + example for example in examples]
 
 
 def _example(features: Mapping[str, Any], where: str) -> Any:
@@ -115,7 +136,12 @@ def _example(features: Mapping[str, Any], where: str) -> Any:
         if all(isinstance(v, str | dict) for v in values) and values:
             feature.bytes_list.value.extend(_bytes(v, f"{where}.{name}") for v in values)
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in values) and values:
-            feature.int64_list.value.extend(values)
+            try:
+                feature.int64_list.value.extend(values)
+            except ValueError:  # found by tests/codecs/test_codec_fuzz.py: a 500 before
+                raise InvalidArgument(
+                    f"{where}.{name}: an integer feature value does not fit int64"
+                ) from None
         elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             feature.float_list.value.extend(values)
         else:
@@ -195,14 +221,15 @@ def regressions(outputs: Mapping[str, np.ndarray]) -> list[float]:
 # -- gRPC -------------------------------------------------------------------------------
 
 
-def examples_from_input(input_message: Any) -> list[bytes]:
+def examples_from_input(input_message: Any, budget: TensorBudget | None = None) -> list[bytes]:
     """A `tensorflow.serving.Input` (ExampleList or ExampleListWithContext) serialized
-    per example, the context merged into each."""
+    per example, the context merged into each (charged to `budget` first)."""
     kind = input_message.WhichOneof("kind")
     if kind == "example_list":
         return [e.SerializeToString() for e in input_message.example_list.examples]
     if kind == "example_list_with_context":
         with_context = input_message.example_list_with_context
         context = with_context.context.SerializeToString()
-        return [context + e.SerializeToString() for e in with_context.examples]
+        examples = [e.SerializeToString() for e in with_context.examples]
+        return _merged(context, examples, budget)
     raise InvalidArgument("Input is empty")

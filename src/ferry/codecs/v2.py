@@ -16,7 +16,6 @@ tells where the JSON ends. Every failure raises InvalidArgument naming the tenso
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import orjson
 
 from ferry.errors import InvalidArgument
+from ferry.tensor_limits import TensorBudget, unlimited
 from ferry.tensors import STRING_DTYPE, Signature, TensorSpec
 
 Tensors = dict[str, np.ndarray]
@@ -92,11 +92,16 @@ def checked_shape(shape: object, name: str) -> tuple[int, ...]:
 
 
 def array_from_values(
-    name: str, datatype: str, shape: tuple[int, ...], values: object
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    values: object,
+    budget: TensorBudget | None = None,
 ) -> np.ndarray:
-    """A tensor from JSON `data` (nested or flat) or gRPC typed contents, in `shape`."""
+    """A tensor from JSON `data` (nested or flat) or gRPC typed contents, in `shape`,
+    charged to `budget` (None: no byte limit) before it is built."""
     dtype = numpy_dtype(datatype, name)
-    count = math.prod(shape)
+    count = (budget if budget is not None else unlimited()).admit(name, shape, dtype.itemsize)
     if dtype == STRING_DTYPE:
         flat = _flatten_strings(values, name)
         array = np.empty(len(flat), dtype=object)
@@ -149,11 +154,16 @@ def _flatten_strings(values: object, name: str) -> list[bytes]:
 
 
 def array_from_raw(
-    name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    buffer: bytes | memoryview,
+    budget: TensorBudget | None = None,
 ) -> np.ndarray:
-    """A tensor from its binary form (REST binary extension or gRPC raw contents)."""
+    """A tensor from its binary form (REST binary extension or gRPC raw contents),
+    charged to `budget` (None: no byte limit) before it is built."""
     dtype = numpy_dtype(datatype, name)
-    count = math.prod(shape)
+    count = (budget if budget is not None else unlimited()).admit(name, shape, dtype.itemsize)
     if dtype == STRING_DTYPE:
         return _bytes_elements(name, buffer, count).reshape(shape)
     expected = count * dtype.itemsize
@@ -174,6 +184,14 @@ def array_from_raw(
 
 def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray:
     view = memoryview(buffer)
+    # Each element takes at least its 4-byte length: a claim of more elements than that
+    # is refused before the array of `count` references is allocated.
+    if count > len(view) // _LENGTH.size:
+        raise InvalidArgument(
+            f"Input '{name}' claims {count} BYTES elements but its {len(view)} bytes of "
+            f"binary data hold at most {len(view) // _LENGTH.size} (each element starts "
+            "with a 4-byte length)"
+        )
     out = np.empty(count, dtype=object)
     offset, size = 0, len(view)
     for index in range(count):
@@ -265,8 +283,11 @@ class RestInferRequest:
     parameters: dict = field(default_factory=dict)
 
 
-def decode_rest_request(body: bytes, header_length: int | None) -> RestInferRequest:
-    """Split a REST body into its JSON header and binary chunks and decode the inputs."""
+def decode_rest_request(
+    body: bytes, header_length: int | None, budget: TensorBudget | None = None
+) -> RestInferRequest:
+    """Split a REST body into its JSON header and binary chunks and decode the inputs,
+    each charged to `budget` (the request's `--max_tensor_bytes`) before it is built."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise InvalidArgument(
@@ -307,10 +328,11 @@ def decode_rest_request(body: bytes, header_length: int | None) -> RestInferRequ
                     f"Input '{name}' binary_data_size {size} goes past the end of the binary "
                     f"data ({len(binary) - offset} bytes left)"
                 )
-            inputs[name] = array_from_raw(name, datatype, shape, binary[offset : offset + size])
+            chunk = binary[offset : offset + size]
+            inputs[name] = array_from_raw(name, datatype, shape, chunk, budget)
             offset += size
         elif "data" in item:
-            inputs[name] = array_from_values(name, datatype, shape, item["data"])
+            inputs[name] = array_from_values(name, datatype, shape, item["data"], budget)
         else:
             raise InvalidArgument(f"Input '{name}' has neither 'data' nor binary_data_size")
     if offset != len(binary):

@@ -40,7 +40,7 @@ import onnxruntime as ort
 
 from ferry.convert.save import SIGNATURE_FILE, next_version, record_signature
 from ferry.errors import FerryError
-from ferry.runtimes.onnx import _spec, find_model_file
+from ferry.runtimes.onnx import find_model_file, session_signature
 from ferry.tensors import DEFAULT_SIGNATURE, Signature
 from ferry.warmup import generated_inputs
 
@@ -116,10 +116,7 @@ def onnx_model_file(version_dir: Path) -> Path:
 def model_signature(model_file: Path) -> Signature:
     """The model's serving signature, as ferry's ONNX runtime reports it."""
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    return Signature(
-        {a.name: _spec(a) for a in session.get_inputs()},
-        {a.name: _spec(a) for a in session.get_outputs()},
-    )
+    return session_signature(session, model_file)
 
 
 # --- building -------------------------------------------------------------------------

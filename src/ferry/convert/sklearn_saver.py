@@ -20,8 +20,8 @@ scikit-learn's float64 results to about 1e-5, not bit for bit; a tree whose spli
 threshold lies between a feature's float64 value and its float32 rounding can take the
 other branch (fit on float32 data to rule that out). Models that skl2onnx
 cannot convert (custom estimators, a ColumnTransformer over DataFrame columns) get a
-SaveError that says so; such a model can still be served as a pickle with the model's
-consent (`allow_pickle = true`, see `ferry.runtimes.sklearn_pickle`).
+SaveError that says so; such a model can still be served as a pickle when the operator
+allows it (`ferry serve --allow_pickle NAME`, see `ferry.runtimes.sklearn_pickle`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ferry.consent import PICKLE_FLAG
 from ferry.convert.save import SaveError, Saver
 from ferry.runtimes.onnx import MODEL_FILE
 from ferry.runtimes.optional import import_framework
@@ -71,7 +72,8 @@ class SklearnSaver(Saver):
             raise SaveError(
                 f"skl2onnx cannot convert this {type(model).__name__} ({type(exc).__name__}: "
                 f"{exc}). To serve it anyway, save it with joblib as model.joblib in a "
-                "version folder and set allow_pickle = true in the model's ferry.toml."
+                f"version folder and start the server with {PICKLE_FLAG} NAME (unpickling "
+                "runs code from the file: only for files you trust)."
             ) from exc
         outputs = [o.name for o in converted.graph.output]
         if is_classifier(model) and len(outputs) == 2:

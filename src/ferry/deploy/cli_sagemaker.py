@@ -56,6 +56,22 @@ def deploy() -> None:
     metavar="KEY=VALUE",
     help="Extra container environment, e.g. SAGEMAKER_TFS_DEFAULT_MODEL_NAME=m (repeatable).",
 )
+@click.option(
+    "--allow-code",
+    "allow_code",
+    multiple=True,
+    metavar="MODEL[,MODEL...]",
+    help="Models whose code may run (model.py; '*' also code/inference.py): sets "
+    "FERRY_ALLOW_CODE on the container, ferry serve --allow_code's twin (repeatable).",
+)
+@click.option(
+    "--allow-pickle",
+    "allow_pickle",
+    multiple=True,
+    metavar="MODEL[,MODEL...]",
+    help="Models whose pickled files may be unpickled: sets FERRY_ALLOW_PICKLE on the "
+    "container, ferry serve --allow_pickle's twin (repeatable).",
+)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for InService.")
 @click.option("--poll-seconds", type=float, default=15.0, show_default=True)
 @click.option("--timeout-seconds", type=float, default=3600.0, show_default=True)
@@ -70,6 +86,8 @@ def deploy_sagemaker(
     role: str,
     image: str | None,
     environment: tuple[str, ...],
+    allow_code: tuple[str, ...],
+    allow_pickle: tuple[str, ...],
     wait: bool,
     poll_seconds: float,
     timeout_seconds: float,
@@ -87,6 +105,10 @@ def deploy_sagemaker(
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
         env[key] = value
+    try:
+        env.update(sm.consent_environment(allow_code, allow_pickle))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-code / --allow-pickle") from None
     session = _session(region, profile)
     client = sm.sagemaker_client(session, endpoint_url)
     try:

@@ -13,6 +13,27 @@ import click
 if TYPE_CHECKING:
     from ferry.deploy.object_store import ObjectTarget, Transfer
 
+
+class ByteSize(click.ParamType):
+    """A size in bytes, or with K, M, G or T (binary: 1M = 1 MiB)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        from ferry.deploy.size_limits import parse_size
+
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _max_size_option(help_text: str):
+    return click.option("--max-size", "--max_size", "max_size", type=ByteSize(), help=help_text)
+
+
 _ENDPOINT_HELP = (
     "S3-compatible store (MinIO, moto, ...); default: AWS, or $AWS_ENDPOINT_URL_S3 / "
     "$AWS_ENDPOINT_URL. Credentials: boto3's standard chain."
@@ -55,14 +76,19 @@ def package(model_dir: Path, output: Path, layout: str, name: str | None) -> Non
 @click.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-def unpack(archive: Path, dest: Path) -> None:
+@_max_size_option(
+    "Stop when the unpacked archive passes this size (default: 20x the archive, at least "
+    "256M; never more than DEST's free disk less a reserve)."
+)
+def unpack(archive: Path, dest: Path, max_size: int | None) -> None:
     """Extract a model ARCHIVE into DEST, refusing entries that would land outside DEST;
-    checked against ARCHIVE.sha256 when that file exists."""
+    checked against ARCHIVE.sha256 when that file exists. A failed unpack removes what
+    it wrote."""
     from ferry.deploy.package import PackageError
     from ferry.deploy.package import unpack as extract
 
     try:
-        names = extract(archive, dest)
+        names = extract(archive, dest, max_size)
     except PackageError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"unpacked {len(names)} entries into {dest}")
@@ -95,13 +121,24 @@ def push(source: Path, url: str, s3_endpoint_url: str | None, quiet: bool) -> No
 @click.argument("url")
 @click.argument("dest", type=click.Path(path_type=Path))
 @_storage_command
-def pull(url: str, dest: Path, s3_endpoint_url: str | None, quiet: bool) -> None:
+@_max_size_option(
+    "Refuse to download more than this in all (default: DEST's free disk less a reserve)."
+)
+def pull(
+    url: str, dest: Path, s3_endpoint_url: str | None, quiet: bool, max_size: int | None
+) -> None:
     """Download URL (one s3:// object, or every object under a prefix) to DEST.
     Local files with the same size and ETag are skipped; each file appears under its
-    name only once complete."""
-    from ferry.deploy.object_store import plan_pull
+    name only once complete. Nothing is fetched unless it all fits (the objects' sizes
+    against --max-size and the free disk)."""
+    from ferry.deploy.object_store import check_pull_fits, plan_pull
 
-    _transfer(url, s3_endpoint_url, quiet, False, lambda c, t: plan_pull(c, t, dest))
+    def plan(client, target: ObjectTarget) -> list[Transfer]:
+        items = plan_pull(client, target, dest)
+        check_pull_fits(items, url, dest, max_size)
+        return items
+
+    _transfer(url, s3_endpoint_url, quiet, False, plan)
 
 
 def _transfer(
@@ -114,6 +151,7 @@ def _transfer(
     """Plan, then run the transfers with a progress bar, and summarise; storage errors
     become a one-line message, not a traceback."""
     from ferry.deploy.object_store import ObjectTarget, run_transfers, s3_client
+    from ferry.deploy.size_limits import SizeLimitError
     from ferry.errors import StorageError
 
     try:
@@ -126,7 +164,7 @@ def _transfer(
         run_transfers(
             client, target.bucket, items, upload, show_progress=not quiet and sys.stderr.isatty()
         )
-    except (StorageError, FileNotFoundError) as exc:
+    except (StorageError, FileNotFoundError, SizeLimitError) as exc:
         raise click.ClickException(str(exc)) from None
     moved = [item for item in items if not item.skip]
     skipped = len(items) - len(moved)

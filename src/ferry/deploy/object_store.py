@@ -23,6 +23,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from ferry.deploy.size_limits import budget, human
 from ferry.errors import StatusCode, StorageError
 from ferry.repository.location import S3Url
 
@@ -241,6 +242,16 @@ def plan_pull(
         )
         for obj, local in objects
     ]
+
+
+def check_pull_fits(plan: list[Transfer], url: str, dest: Path, max_size: int | None) -> None:
+    """SizeLimitError unless what `plan` downloads (the objects' listed sizes) fits in
+    `max_size` and the free disk of `dest` less the reserve; checked before the first
+    byte is fetched."""
+    needed = sum(item.size for item in plan if not item.skip)
+    room = budget(dest, max_size)
+    if needed > room.limit:
+        raise room.refuse(f"{url} ({human(needed)} to download)")
 
 
 def run_transfers(

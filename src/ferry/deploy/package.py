@@ -17,25 +17,38 @@ fixed at $SOURCE_DATE_EPOCH or 0; uid/gid 0 with no owner names; modes 0644, or 
 for folders and executables; a gzip header without name or time), so a checksum says
 whether a model changed. `unpack` checks every entry before it writes anything and
 refuses absolute paths, `..`, links and special files that could reach outside the
-target folder.
+target folder. It also keeps to a size budget (ferry.deploy.size_limits: `--max-size`,
+by default 20x the archive, never more than the free disk less a reserve), counted on
+the decompressed stream as it is read, and on any failure removes what it created.
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import gzip
 import hashlib
 import io
+import logging
+import lzma
 import os
+import shutil
 import stat
 import tarfile
 import tempfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from ferry.consent import CODE_ENV
+from ferry.deploy.size_limits import BoundedStream, SizeLimitError, unpack_budget
 from ferry.model_config import BATCHING_FILE_NAME
 from ferry.model_options import OPTIONS_FILE
 from ferry.repository.source import CACHE_DIR_NAME
+
+log = logging.getLogger(__name__)
 
 Layout = Literal["sagemaker", "ferry"]
 CODE_DIR = "code"
@@ -93,6 +106,7 @@ def package(
     code = model_dir / CODE_DIR
     if code.is_dir():
         _add_tree(members, code, CODE_DIR if layout == "sagemaker" else f"{name}/{CODE_DIR}")
+    _note_consent(name, members)
     for archive_name in list(members):  # every parent folder gets its own entry
         for parent in PurePosixPath(archive_name).parents:
             if str(parent) != ".":
@@ -116,10 +130,44 @@ def package(
     return Packed(output, digest, checksum_file, len(members))
 
 
-def unpack(archive: Path, dest: Path) -> list[str]:
+def _note_consent(name: str, members: dict[str, Path | None]) -> None:
+    """Say what the endpoint's operator must allow: the archive cannot carry consent (a
+    packed ferry.toml's allow_code/allow_pickle grant nothing, see ferry.consent)."""
+    code = [n for n in members if PurePosixPath(n).name in ("model.py", "inference.py")]
+    pickles = [n for n in members if PurePosixPath(n).name in ("model.joblib", "model.pkl")]
+    if any(PurePosixPath(n).name == "inference.py" for n in code):
+        log.warning(
+            "%s holds code/inference.py: the endpoint runs it only with %s='*' "
+            "(ferry deploy sagemaker --allow-code '*')",
+            name,
+            CODE_ENV,
+        )
+    elif code:
+        log.warning(
+            "%s holds model.py: the endpoint runs it only with ferry deploy sagemaker "
+            "--allow-code %s (ferry serve --allow_code %s)",
+            name,
+            name,
+            name,
+        )
+    if pickles:
+        log.warning(
+            "%s holds a pickle: the endpoint unpickles it only with ferry deploy sagemaker "
+            "--allow-pickle %s (ferry serve --allow_pickle %s)",
+            name,
+            name,
+            name,
+        )
+
+
+def unpack(archive: Path, dest: Path, max_size: int | None = None) -> list[str]:
     """Extract `archive` into `dest` after checking every entry; returns the names.
 
-    When `archive`.sha256 exists beside it, the archive must match it.
+    When `archive`.sha256 exists beside it, the archive must match it. The decompressed
+    archive may not exceed `max_size` bytes (None: the default budget, see
+    ferry.deploy.size_limits) nor the free disk; past it, extraction stops. On any
+    failure every file and folder this call created is removed again (files it
+    overwrote stay overwritten) and PackageError says why in one line.
     """
     checksum_file = archive.with_name(archive.name + CHECKSUM_SUFFIX)
     if checksum_file.is_file():
@@ -129,19 +177,88 @@ def unpack(archive: Path, dest: Path) -> list[str]:
             raise PackageError(
                 f"{archive}: sha256 {actual} does not match {checksum_file} ({expected})"
             )
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member, root)
-            # Checked above with clear messages; the standard "data" filter also applies
-            # (it drops setuid bits and refuses anything it considers unsafe).
-            tar.extractall(root, members=members, filter="data")
-    except tarfile.TarError as exc:
-        raise PackageError(f"{archive}: {exc}") from None
+        budget = unpack_budget(archive, dest, max_size)
+    except SizeLimitError as exc:
+        raise PackageError(str(exc)) from None
+    created = _missing_ancestors(dest.absolute())
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        with _decompressed(archive) as raw:
+            stream = BoundedStream(raw, budget, f"{archive} unpacked")
+            with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[call-overload]
+                members = tar.getmembers()  # reads the whole stream: the budget applies
+                for member in members:
+                    _check_member(member, root)
+                created.extend(_new_paths(root, [m.name for m in members]))
+                # Checked above with clear messages; the standard "data" filter also
+                # applies (it drops setuid bits and refuses anything it considers unsafe).
+                tar.extractall(root, members=members, filter="data")
+    except BaseException as exc:
+        _remove_new(created)
+        if isinstance(exc, SizeLimitError | PackageError):
+            raise PackageError(str(exc)) from None
+        if isinstance(exc, tarfile.TarError | EOFError | zlib.error | lzma.LZMAError):
+            raise PackageError(f"{archive}: not a readable archive: {exc}") from None
+        if isinstance(exc, OSError):
+            raise PackageError(f"{archive}: cannot unpack into {dest}: {exc}") from None
+        raise
     return [m.name for m in members]
+
+
+@contextlib.contextmanager
+def _decompressed(archive: Path) -> Iterator[io.BufferedIOBase]:
+    """The archive's tar stream: gzip, bzip2 and xz are recognized by their magic bytes
+    (as `tarfile.open(mode="r:*")` does), anything else is read as a plain tar."""
+    with open(archive, "rb") as raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        if magic.startswith(b"\x1f\x8b"):
+            opened: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif magic.startswith(b"BZh"):
+            opened = bz2.BZ2File(raw, "rb")
+        elif magic.startswith(b"\xfd7zXZ\x00"):
+            opened = lzma.LZMAFile(raw, "rb")  # noqa: SIM115 - closed by `with opened`
+        else:
+            opened = raw  # type: ignore[assignment]
+        with opened:
+            yield opened
+
+
+def _missing_ancestors(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
+def _new_paths(root: Path, names: list[str]) -> list[Path]:
+    """The paths (entries and the folders implied above them) that do not exist yet."""
+    new: dict[Path, None] = {}
+    for name in names:
+        path = root
+        for part in PurePosixPath(name).parts:
+            path = path / part
+            if path not in new and not os.path.lexists(path):
+                new[path] = None
+    return list(new)
+
+
+def _remove_new(created: list[Path]) -> None:
+    """Remove what unpack created: the outermost new paths, with everything below them
+    (all of it written by this unpack)."""
+    new = set(created)
+    for path in created:
+        if path.parent in new:
+            continue  # removed with its parent
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def file_sha256(path: Path) -> str:

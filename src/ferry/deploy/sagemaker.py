@@ -14,11 +14,13 @@ moto's server and users at any region or endpoint URL.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from ferry.consent import CODE_ENV, PICKLE_ENV, model_names
 
 VARIANT = "AllTraffic"
 # The status an endpoint settles in; anything else but Failed is still moving.
@@ -26,6 +28,18 @@ IN_SERVICE = "InService"
 FAILED_STATES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
 # What deploy writes into the container's environment.
 CONTAINER_ENVIRONMENT = {"FERRY_SAGEMAKER": "true"}
+
+
+def consent_environment(allow_code: Iterable[str], allow_pickle: Iterable[str]) -> dict[str, str]:
+    """The container environment that gives the operator's consent to run models' code
+    or unpickle their files (`ferry serve --sagemaker` reads it; see ferry.consent).
+    Raises ValueError for a malformed model name."""
+    env = {}
+    for variable, values in ((CODE_ENV, allow_code), (PICKLE_ENV, allow_pickle)):
+        names = model_names(values)
+        if names:
+            env[variable] = ",".join(sorted(names))
+    return env
 
 
 class DeployError(Exception):

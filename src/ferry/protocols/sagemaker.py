@@ -48,6 +48,7 @@ from ferry.protocols.http_util import (
 from ferry.protocols.sagemaker_handlers import Context, HandlerResponse, InferenceHandlers
 from ferry.protocols.tfserving_rest import error_parts
 from ferry.served_version import ServedVersion
+from ferry.tensor_limits import RequestLimits
 
 INVOCATIONS_PATH = "/invocations"
 PING_PATH = "/ping"
@@ -85,13 +86,13 @@ class SageMakerInvocations:
         self,
         manager: ModelManager,
         inference: InferenceService,
-        max_request_bytes: int,
+        limits: RequestLimits,
         options: SageMakerOptions,
         server_ready: Callable[[], bool],
     ) -> None:
         self.manager = manager
         self.inference = inference
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
         self.options = options
         self._server_ready = server_ready
 
@@ -165,13 +166,13 @@ class SageMakerInvocations:
                 handlers, scope, receive, api, model, version, label
             )
         request = to_predict_body(
-            await read_body(scope, receive, self.max_request_bytes), content_type
+            await read_body(scope, receive, self.limits.max_request_bytes), content_type
         )
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
-            decoded = decode_predict_body(request, served.signatures)
+            decoded = decode_predict_body(request, served.signatures, self.limits.budget())
             return decoded.signature_name, decoded.inputs
 
         prediction = await self.inference.predict(api, model, version, label, decode)
@@ -197,7 +198,7 @@ class SageMakerInvocations:
 
         Handlers are user code that may block, so they run in worker threads, never on
         the event loop."""
-        raw = await read_body(scope, receive, self.max_request_bytes)
+        raw = await read_body(scope, receive, self.limits.max_request_bytes)
         context = _handler_context(scope, model, version, len(raw))
         if handlers.input_handler is not None:
             prepared = await asyncio.to_thread(handlers.prepare, raw, context)
@@ -208,7 +209,7 @@ class SageMakerInvocations:
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
-            decoded = decode_predict_body(request, served.signatures)
+            decoded = decode_predict_body(request, served.signatures, self.limits.budget())
             return decoded.signature_name, decoded.inputs
 
         try:

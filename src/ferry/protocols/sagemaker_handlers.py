@@ -25,10 +25,12 @@ port itself) and installing `code/requirements.txt` at start-up (install a model
 dependencies into the image instead: ferry logs a warning when it finds one). A file
 with only `handler` is a start-up error, not a silent difference.
 
-Consent: `inference.py` is code, so ferry runs it only when `ferry.toml` in the
-SageMaker model folder (beside `code/`) says `allow_code = true`, the rule for every
-code file in a model folder (see `ferry.runtimes.python`); otherwise ferry refuses to
-start, as the container refuses to start with a broken `inference.py`. A handler that
+Consent: `inference.py` is code that runs around every model's requests, so ferry runs
+it only when the operator allows code for every model: `FERRY_ALLOW_CODE='*'` in the
+container's environment (`ferry deploy sagemaker --allow-code '*'` sets it) or
+`ferry serve --sagemaker --allow_code '*'`, the rule for every code file in a model
+folder (see `ferry.consent`); otherwise ferry refuses to start, as the container refuses
+to start with a broken `inference.py`. A handler that
 raises fails that request with HTTP 500 and the exception's message.
 """
 
@@ -43,9 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ferry.consent import ALL_MODELS, ExecutionConsent
 from ferry.errors import InternalError
-from ferry.model_options import load_model_options
-from ferry.runtimes.python import code_not_allowed, import_file
+from ferry.runtimes.python import code_description, import_file
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +120,19 @@ class InferenceHandlers:
         return _as_bytes(body, "output_handler"), str(content_type)
 
 
-def load_handlers(model_dir: Path) -> InferenceHandlers | None:
+def load_handlers(model_dir: Path, consent: ExecutionConsent) -> InferenceHandlers | None:
     """The handlers of `model_dir/code/inference.py`, None when there is no such file.
 
-    Raises CodeNotAllowed without the folder's consent, ValueError for a file without
-    the supported handlers, and whatever importing the file raises.
+    Raises CodeNotAllowed unless `consent` allows code for every model (`*`), ValueError
+    for a file without the supported handlers, and whatever importing the file raises.
     """
     path = model_dir / HANDLER_FILE
     if not path.is_file():
         return None
-    if not load_model_options([model_dir]).allow_code:
-        raise code_not_allowed(path)
+    # The handlers wrap every model's requests, so they need consent for all of them.
+    consent.for_model(ALL_MODELS, trusted=True).require_code(
+        f"code/{code_description(path)} and runs around every model's requests"
+    )
     if (model_dir / "code" / "requirements.txt").is_file():
         log.warning(
             "%s: ferry does not pip-install at start-up; these packages must be "

@@ -36,11 +36,13 @@ from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
 from ferry.model_config import ConfigError, parse_model_config
+from ferry.model_control import RELOAD_API, ModelControl
 from ferry.protocols.grpc_util import Handler, unary_method
 from ferry.protos import message_class
 from ferry.repository.catalog import FixedCatalog
 from ferry.repository.watcher import RepositoryWatcher
 from ferry.served_version import ServedVersion, VersionState
+from ferry.tensor_limits import RequestLimits
 from ferry.tensors import DEFAULT_SIGNATURE, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,14 @@ class TFServingGrpc:
         manager: ModelManager,
         inference: InferenceService,
         watcher: RepositoryWatcher,
+        control: ModelControl,
+        limits: RequestLimits,
     ) -> None:
         self.manager = manager
         self.inference = inference
         self.watcher = watcher
+        self.control = control
+        self.limits = limits
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """Generic handlers for grpc.aio; request bytes are parsed by ferry, not grpc."""
@@ -101,7 +107,7 @@ class TFServingGrpc:
         def decode(served: ServedVersion) -> tuple[str, dict]:
             signature = served.signature(signature_name)
             _check_output_filter(output_filter, signature.outputs)
-            return signature_name, decode_inputs(request.inputs, signature)
+            return signature_name, decode_inputs(request.inputs, signature, self.limits.budget())
 
         prediction = await self.inference.predict(
             "grpc", spec.name, version, label, decode, _timeout(context)
@@ -172,10 +178,11 @@ class TFServingGrpc:
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             _, input_name = example_input(served.signatures, signature_name, method)
-            examples = examples_from_input(request.input)
+            budget = self.limits.budget()
+            examples = examples_from_input(request.input, budget)
             if not examples:
                 raise InvalidArgument("Input is empty")
-            return signature_name, {input_name: serialized_examples(examples)}
+            return signature_name, {input_name: serialized_examples(examples, input_name, budget)}
 
         prediction = await self.inference.predict(
             "grpc", spec.name, version, label, decode, _timeout(context)
@@ -217,7 +224,12 @@ class TFServingGrpc:
         return response
 
     async def reload_config(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        """Serve exactly the request's models; answers once they loaded (or failed to)."""
+        """Serve exactly the request's models; answers once they loaded (or failed to).
+
+        Only with --enable_model_control, and only from base paths under the operator's
+        roots (checked before anything changes). An empty model_config_list unloads
+        every model, as in TF Serving: the operator who enabled control allowed that."""
+        self.control.require(RELOAD_API)
         config = request.config
         if config.WhichOneof("config") != "model_config_list":
             raise InvalidArgument(
@@ -226,9 +238,13 @@ class TFServingGrpc:
             )
         try:
             # The text form goes through the same parser and checks as --model_config_file.
-            specs = parse_model_config(text_format.MessageToString(config), Path.cwd())
+            # A client chose these models: they never get consent to run code (ModelSpec).
+            specs = parse_model_config(
+                text_format.MessageToString(config), Path.cwd(), trusted=False
+            )
         except ConfigError as exc:
             raise InvalidArgument(str(exc)) from None
+        specs = self.control.allowed_specs(specs)
         timeout = context.time_remaining()
         done = await asyncio.to_thread(self.watcher.replace_catalog, FixedCatalog(specs), timeout)
         response = _msg("ReloadConfigResponse")()

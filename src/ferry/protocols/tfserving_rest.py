@@ -47,6 +47,7 @@ from ferry.protocols.http_util import (
     read_body,
 )
 from ferry.served_version import ServedVersion
+from ferry.tensor_limits import RequestLimits
 from ferry.tensors import TensorSpec, tf_dtype_name
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,11 @@ class TFServingRest:
     """Route handlers for TF Serving's REST API over one manager and inference service."""
 
     def __init__(
-        self, manager: ModelManager, inference: InferenceService, max_request_bytes: int
+        self, manager: ModelManager, inference: InferenceService, limits: RequestLimits
     ) -> None:
         self.manager = manager
         self.inference = inference
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
 
     def routes(self) -> list[Route]:
         return [
@@ -145,7 +146,7 @@ class TFServingRest:
         method = match["method"].lower()
         if method not in ("predict", "classify", "regress"):
             raise InvalidArgument(f"Malformed request: POST {path}")
-        raw = await read_body(scope, receive, self.max_request_bytes)
+        raw = await read_body(scope, receive, self.limits.max_request_bytes)
         if method != "predict":
             return await self._classify_or_regress(method, match, parse_json(raw)), JSON, []
         body = PredictBody(raw)
@@ -153,7 +154,7 @@ class TFServingRest:
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
-            decoded = body.decode(served.signatures)
+            decoded = body.decode(served.signatures, self.limits.budget())
             return decoded.signature_name, decoded.inputs
 
         version = int(match["version"]) if match["version"] else None
@@ -170,10 +171,11 @@ class TFServingRest:
         def decode(served: ServedVersion) -> tuple[str, dict]:
             name = signature_name_of(body)
             _, input_name = example_input(served.signatures, name, method)
-            examples = examples_from_json(body)
+            budget = self.limits.budget()
+            examples = examples_from_json(body, budget)
             if not examples:
                 raise InvalidArgument("Input is empty")
-            return name, {input_name: serialized_examples(examples)}
+            return name, {input_name: serialized_examples(examples, input_name, budget)}
 
         version = int(match["version"]) if match["version"] else None
         prediction = await self.inference.predict(

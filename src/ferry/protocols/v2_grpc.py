@@ -16,7 +16,6 @@ queue UNAVAILABLE); the client's deadline becomes the request's timeout.
 from __future__ import annotations
 
 import logging
-import math
 
 import grpc
 import numpy as np
@@ -39,6 +38,7 @@ from ferry.protocols.grpc_util import Handler, unary_method
 from ferry.protocols.v2_models import V2Models, parse_version, signature_name_of, signature_of
 from ferry.protos import message_class
 from ferry.served_version import ServedVersion
+from ferry.tensor_limits import RequestLimits, TensorBudget
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,12 @@ def _msg(name: str) -> type[Message]:
 class V2Grpc:
     """The V2 gRPC service over the shared model queries and inference service."""
 
-    def __init__(self, models: V2Models, inference: InferenceService) -> None:
+    def __init__(
+        self, models: V2Models, inference: InferenceService, limits: RequestLimits
+    ) -> None:
         self.models = models
         self.inference = inference
+        self.limits = limits
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """One generic handler for grpc.aio; request bytes are parsed by ferry, not grpc."""
@@ -139,7 +142,7 @@ class V2Grpc:
     # -- inference ----------------------------------------------------------------------------
 
     async def model_infer(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        inputs = _decode_inputs(request)
+        inputs = _decode_inputs(request, self.limits.budget())
         requested = [output.name for output in request.outputs]
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
@@ -169,7 +172,8 @@ class V2Grpc:
         return response
 
 
-def _decode_inputs(request: Message) -> dict[str, np.ndarray]:
+def _decode_inputs(request: Message, budget: TensorBudget) -> dict[str, np.ndarray]:
+    """The request's input tensors, each sized against `budget` before it is built."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(
@@ -189,16 +193,16 @@ def _decode_inputs(request: Message) -> dict[str, np.ndarray]:
                 raise InvalidArgument(
                     f"Input '{name}' sets contents although raw_input_contents is used"
                 )
-            inputs[name] = array_from_raw(name, tensor.datatype, shape, raw[index])
+            inputs[name] = array_from_raw(name, tensor.datatype, shape, raw[index], budget)
         else:
-            inputs[name] = _from_contents(name, tensor.datatype, shape, tensor.contents)
+            inputs[name] = _from_contents(name, tensor.datatype, shape, tensor.contents, budget)
     return inputs
 
 
 def _from_contents(
-    name: str, datatype: str, shape: tuple[int, ...], contents: Message
+    name: str, datatype: str, shape: tuple[int, ...], contents: Message, budget: TensorBudget
 ) -> np.ndarray:
-    numpy_dtype(datatype, name)  # unknown datatype: the clearer error first
+    dtype = numpy_dtype(datatype, name)  # unknown datatype: the clearer error first
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidArgument(
@@ -211,14 +215,15 @@ def _from_contents(
                 f"Input '{name}' is {datatype} but its contents are in '{other}'; use '{field}'"
             )
     if datatype == "BYTES":
-        return array_from_values(name, datatype, shape, list(values))
-    if len(values) != math.prod(shape):
+        return array_from_values(name, datatype, shape, list(values), budget)
+    count = budget.admit(name, shape, dtype.itemsize)
+    if len(values) != count:
         raise InvalidArgument(
             f"Input '{name}' has {len(values)} elements in contents but shape {list(shape)} "
-            f"needs {math.prod(shape)}"
+            f"needs {count}"
         )
     try:
-        array = np.array(values, dtype=numpy_dtype(datatype))
+        array = np.array(values, dtype=dtype)
     except OverflowError as exc:
         raise InvalidArgument(f"Input '{name}' contents do not fit {datatype}: {exc}") from None
     return array.reshape(shape)

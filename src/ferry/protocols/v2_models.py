@@ -16,6 +16,7 @@ import ferry
 from ferry.codecs.v2 import config_datatype, tensor_metadata
 from ferry.errors import FailedPrecondition, InvalidArgument, NotFound
 from ferry.manager import ModelManager
+from ferry.model_control import REPOSITORY_API, ModelControl
 from ferry.repository.watcher import RepositoryWatcher
 from ferry.served_version import ServedVersion, VersionState
 from ferry.stats import Duration
@@ -76,10 +77,13 @@ class V2Models:
         manager: ModelManager,
         watcher: RepositoryWatcher | None,
         is_ready: Callable[[], bool],
+        control: ModelControl | None = None,
     ) -> None:
         self.manager = manager
         self.watcher = watcher
         self.is_ready = is_ready
+        # Load and unload are the operator's (--enable_model_control); the index is not.
+        self.control = control or ModelControl()
 
     # -- server ---------------------------------------------------------------------------
 
@@ -255,6 +259,7 @@ class V2Models:
     async def load(self, model: str) -> None:
         """Serve a configured model again (or re-scan it); returns once it serves, raises
         FailedPrecondition with the load error if no version could be loaded."""
+        self.control.require(REPOSITORY_API)
         self._configured(model)
         watcher = self._watcher()
         await asyncio.to_thread(watcher.set_enabled, model, True, _REPOSITORY_TIMEOUT_SECONDS)
@@ -271,6 +276,7 @@ class V2Models:
 
     async def unload(self, model: str) -> None:
         """Stop serving a model until it is loaded again; in-flight requests finish."""
+        self.control.require(REPOSITORY_API)
         self._configured(model)
         watcher = self._watcher()
         await asyncio.to_thread(watcher.set_enabled, model, False, _REPOSITORY_TIMEOUT_SECONDS)

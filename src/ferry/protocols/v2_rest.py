@@ -48,6 +48,7 @@ from ferry.protocols.http_util import (
 from ferry.protocols.tfserving_rest import error_parts, error_response
 from ferry.protocols.v2_models import V2Models, signature_name_of, signature_of
 from ferry.served_version import ServedVersion
+from ferry.tensor_limits import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,11 @@ class V2Rest:
         self,
         models: V2Models,
         inference: InferenceService,
-        max_request_bytes: int,
+        limits: RequestLimits,
     ) -> None:
         self.models = models
         self.inference = inference
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
 
     def routes(self) -> list[Route]:
         return [
@@ -148,14 +149,14 @@ class V2Rest:
     async def _infer(
         self, scope: Scope, receive: Receive, match: re.Match[str]
     ) -> tuple[bytes, int | None]:
-        body = await read_body(scope, receive, self.max_request_bytes)
+        body = await read_body(scope, receive, self.limits.max_request_bytes)
         raw_length = header(scope, _HEADER_LENGTH)
         header_length = None
         if raw_length is not None:
             if not raw_length.strip().isdigit():
                 raise InvalidArgument("Inference-Header-Content-Length must be a byte count")
             header_length = int(raw_length)
-        request = decode_rest_request(body, header_length)
+        request = decode_rest_request(body, header_length, self.limits.budget())
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             signature = signature_of(served)
@@ -177,7 +178,7 @@ class V2Rest:
         )
 
     async def _repository(self, scope: Scope, receive: Receive, path: str) -> bytes:
-        body = await read_body(scope, receive, self.max_request_bytes)
+        body = await read_body(scope, receive, self.limits.max_request_bytes)
         options = _json_object(body)
         if path == "/v2/repository/index":
             ready = options.get("ready") is True

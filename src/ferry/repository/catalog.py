@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ferry.model_config import ConfigError, ModelSpec, load_model_config_file, models_under_root
+from ferry.repository.location import BasePath
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,12 @@ class ModelCatalog(ABC):
     @abstractmethod
     def current(self) -> list[ModelSpec]:
         """The models to serve now."""
+
+    def roots(self) -> tuple[BasePath, ...]:
+        """Where the operator put models at start-up: what a config reload may use
+        unless `--model_roots` says otherwise (ferry.model_control). By default the
+        base path of every model now configured."""
+        return tuple(spec.base_path for spec in self.current())
 
 
 class FixedCatalog(ModelCatalog):
@@ -42,6 +49,9 @@ class RootFolderCatalog(ModelCatalog):
 
     def current(self) -> list[ModelSpec]:
         return models_under_root(self.root)
+
+    def roots(self) -> tuple[BasePath, ...]:
+        return (self.root,)
 
 
 class ConfigFileCatalog(ModelCatalog):

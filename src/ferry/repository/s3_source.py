@@ -40,7 +40,7 @@ from ferry.errors import StatusCode, StorageError
 from ferry.model_config import BATCHING_FILE_NAME, ModelSpec
 from ferry.model_options import OPTIONS_FILE
 from ferry.repository.catalog import ModelCatalog
-from ferry.repository.location import ObjectStoreOptions, S3Url
+from ferry.repository.location import BasePath, ObjectStoreOptions, S3Url
 from ferry.repository.source import StoredVersion, VersionSource
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,9 @@ class S3RootCatalog(ModelCatalog):
     def __init__(self, root: S3Url, options: ObjectStoreOptions, client=None) -> None:
         self.root = root
         self.client = client if client is not None else s3_client(options.endpoint_url)
+
+    def roots(self) -> tuple[BasePath, ...]:
+        return (self.root,)  # no listing at start-up: the root is the operator's choice
 
     def current(self) -> list[ModelSpec]:
         names: set[str] = set()

@@ -81,3 +81,6 @@ class SageMakerModelDirCatalog(ModelCatalog):
 
     def current(self) -> list[ModelSpec]:
         return models_in_sagemaker_dir(self.model_dir)
+
+    def roots(self) -> tuple[Path, ...]:
+        return (self.model_dir,)

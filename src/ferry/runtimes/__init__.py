@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ferry.consent import ModelConsent
 from ferry.model_options import ModelOptions
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.keras import KerasRuntime
@@ -33,11 +34,13 @@ def runtime_for(
     options: RuntimeOptions,
     platform: str = "",
     model_options: ModelOptions | None = None,
+    consent: ModelConsent | None = None,
 ) -> Runtime:
     """A runtime (not yet loaded) for the model in `version_dir`.
 
     `platform` (a config's `model_platform`) restricts the choice when given;
-    `model_options` are the model's `ferry.toml` settings.
+    `model_options` are the model's `ferry.toml` settings; `consent` is what the operator
+    allows the model to run or unpickle (default: nothing).
     Raises FileNotFoundError naming the formats looked for when nothing matches.
     """
     candidates = [r for r in RUNTIMES if not platform or platform.lower() in r.platforms]
@@ -48,6 +51,7 @@ def runtime_for(
         if runtime_class.can_load(version_dir):
             runtime = runtime_class(version_dir, options)
             runtime.model_options = model_options or ModelOptions()
+            runtime.consent = consent or ModelConsent()
             return runtime
     formats = ", ".join(r.format_name for r in candidates)
     raise FileNotFoundError(f"no servable model found in {version_dir} (formats: {formats})")

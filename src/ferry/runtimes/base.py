@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferry.consent import ModelConsent
 from ferry.model_options import ModelOptions
 from ferry.tensors import Signature
 
@@ -44,8 +45,11 @@ class Runtime(ABC):
     def __init__(self, version_dir: Path, options: RuntimeOptions) -> None:
         self.version_dir = version_dir
         self.options = options
-        # The model's `ferry.toml` settings (allow_pickle, precision, ...); set by runtime_for.
+        # The model's `ferry.toml` settings (precision, ...); set by runtime_for.
         self.model_options = ModelOptions()
+        # What the operator allows this model to run or unpickle; set by runtime_for.
+        # The default allows nothing, so a runtime built any other way stays safe.
+        self.consent = ModelConsent()
 
     @classmethod
     @abstractmethod

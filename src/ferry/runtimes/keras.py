@@ -9,11 +9,21 @@ equivalent. The model runs as a traced `tf.function` on the TensorFlow backend.
 
 The signature is the Keras model's own: its input names, `model.output_names`, and
 shapes with -1 for `None`, all under `serving_default`.
+
+What loading runs: a Lambda layer carries its function as marshalled Python bytecode
+(every Keras format stores it so), and rebuilding a functional model calls it, so a
+Lambda layer is code. ferry reads the model's config first (a `.keras` file's
+`config.json`, an `.h5` file's `model_config`, the JSON/YAML file) and loads a model
+with a Lambda layer only when the operator allows the model's code (`--allow_code`);
+every other load runs with Keras's `safe_mode=True` explicitly, so a process-wide
+`keras.config.enable_unsafe_deserialization()` (say, in an allowed model.py) never
+widens it.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ferry.consent import ModelConsent
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.optional import import_framework
 from ferry.runtimes.tensorflow import (
@@ -64,17 +75,69 @@ def find_keras_files(version_dir: Path) -> tuple[Path, Path | None] | None:
     return (h5_files[0], None) if h5_files else None
 
 
-def load_keras_model(keras: ModuleType, model_file: Path, weights: Path | None) -> Any:
-    """The Keras model from a `.keras`/`.h5` file or an architecture + weights pair."""
+def load_keras_model(
+    keras: ModuleType, model_file: Path, weights: Path | None, consent: ModelConsent | None = None
+) -> Any:
+    """The Keras model from a `.keras`/`.h5` file or an architecture + weights pair.
+
+    Raises CodeNotAllowed for a model with Lambda layers unless `consent` allows code
+    (default: nothing allowed); see the module docstring.
+    """
+    consent = consent or ModelConsent()
+    config = keras_config(model_file)
+    lambdas = lambda_layers(config)
+    if lambdas:
+        consent.require_code(
+            f"{model_file.name} has Lambda layers ({', '.join(lambdas[:3])}), whose "
+            "functions are Python bytecode that runs when the model is rebuilt"
+        )
+    safe_mode = not consent.code
     if weights is None:
         # compile=False: serving needs no optimizer, and custom losses need not import.
-        return keras.models.load_model(str(model_file), compile=False)
-    text = model_file.read_text()
-    if model_file.suffix in (".yaml", ".yml"):
-        text = json.dumps(_yaml_config(text))
-    model = keras.models.model_from_json(text)
+        return keras.models.load_model(str(model_file), compile=False, safe_mode=safe_mode)
+    model = keras.saving.deserialize_keras_object(config, safe_mode=safe_mode)
     model.load_weights(str(weights))
     return model
+
+
+def keras_config(model_file: Path) -> Any:
+    """The model's architecture as plain data, read without Keras (nothing runs)."""
+    if model_file.suffix == ".keras":
+        try:
+            with zipfile.ZipFile(model_file) as archive:
+                return json.loads(archive.read("config.json"))
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise ValueError(f"{model_file.name} is not a Keras archive: {exc}") from None
+    if model_file.suffix == ".h5":
+        h5py = import_framework("h5py", EXTRA, "Keras .h5")
+        with h5py.File(model_file, "r") as file:
+            text = file.attrs.get("model_config")
+        if text is None:
+            raise ValueError(f"{model_file.name} holds no model (weights only?)")
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
+    text = model_file.read_text()
+    if model_file.suffix in (".yaml", ".yml"):
+        return _yaml_config(text)
+    return json.loads(text)
+
+
+def lambda_layers(config: Any) -> list[str]:
+    """Names of the Lambda layers anywhere in a Keras config (nested models, wrappers),
+    and of any serialized Python function (`__lambda__`), which only a Lambda holds."""
+    found: list[str] = []
+    pending = [config]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") in ("Lambda", "__lambda__"):
+                inner = item.get("config")
+                name = inner.get("name") if isinstance(inner, dict) else None
+                found.append(str(name or item.get("class_name")))
+                continue  # a Lambda's own function is the same finding
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return found
 
 
 def _yaml_config(text: str) -> Any:
@@ -160,7 +223,7 @@ class KerasRuntime(Runtime):
         found = find_keras_files(self.version_dir)
         if found is None:
             raise FileNotFoundError(f"no Keras model file in {self.version_dir}")
-        model = load_keras_model(keras, *found)
+        model = load_keras_model(keras, *found, self.consent)
         signature = keras_signature(model)
         self._tf, self._model = tf, model
         self._signatures = {DEFAULT_SIGNATURE: signature}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ferry.errors import InvalidArgument
@@ -36,15 +37,42 @@ def find_model_file(version_dir: Path) -> Path | None:
     return model_file_in(version_dir, MODEL_FILE, "*.onnx")
 
 
-def _spec(arg: ort.NodeArg) -> TensorSpec:
+def _spec(arg: ort.NodeArg, unranked: frozenset[str] = frozenset()) -> TensorSpec:
+    """`unranked`: names whose shape the model leaves out entirely (any rank)."""
     dtype = _NUMPY_BY_ORT_TYPE.get(arg.type)
     if dtype is None:
         raise ValueError(f"tensor '{arg.name}' has unsupported type {arg.type}")
     shape = None
-    if arg.shape is not None:
+    if arg.shape is not None and arg.name not in unranked:
         # Symbolic dims ("batch", "N") and unknown dims (None) are both "any size".
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
     return TensorSpec(arg.name, dtype, shape)
+
+
+def session_signature(session: ort.InferenceSession, model_file: Path) -> Signature:
+    """The signature of a loaded model, as every ferry tool reports it."""
+    unranked = _unranked_names(model_file, [*session.get_inputs(), *session.get_outputs()])
+    return Signature(
+        {arg.name: _spec(arg, unranked) for arg in session.get_inputs()},
+        {arg.name: _spec(arg, unranked) for arg in session.get_outputs()},
+    )
+
+
+def _unranked_names(model_file: Path, args: list[ort.NodeArg]) -> frozenset[str]:
+    """Graph inputs and outputs declared without any shape.
+
+    onnxruntime reports both a scalar and a tensor of unknown rank as shape `[]`; only
+    the model file tells them apart. It is read (without external weights) only when
+    some tensor reports `[]`, so the common model costs no second parse.
+    """
+    if not any(arg.shape == [] for arg in args):
+        return frozenset()
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return frozenset(
+        value.name
+        for value in [*graph.input, *graph.output]
+        if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")
+    )
 
 
 def _text_array(array: np.ndarray) -> np.ndarray:
@@ -105,10 +133,9 @@ class OnnxRuntime(Runtime):
         session = ort.InferenceSession(
             str(model_file), sess_options=session_options, providers=self._providers
         )
-        inputs = {arg.name: _spec(arg) for arg in session.get_inputs()}
-        outputs = {arg.name: _spec(arg) for arg in session.get_outputs()}
-        self._signatures = {DEFAULT_SIGNATURE: Signature(inputs, outputs)}
-        self._output_names = list(outputs)
+        signature = session_signature(session, model_file)
+        self._signatures = {DEFAULT_SIGNATURE: signature}
+        self._output_names = list(signature.outputs)
         self._session = session
 
     @property

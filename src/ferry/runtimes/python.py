@@ -1,4 +1,4 @@
-"""Custom Python models: a version folder with `model.py`, only with the model's consent.
+"""Custom Python models: a version folder with `model.py`, only with the operator's consent.
 
 For models no framework runtime covers, or that need pre- and post-processing in
 Python. `model.py` defines a class (named `Model`, or the only class defined in the
@@ -19,9 +19,10 @@ return at least the signature's outputs, each with a row per input row when batc
 String tensors are numpy object arrays of `bytes`.
 
 Consent: importing `model.py` runs it, with the server's permissions. ferry does so
-only when the model's `ferry.toml` (model or version folder) says `allow_code = true`,
-the same rule as for pickles (`allow_pickle`) and for SageMaker's `code/inference.py`;
-otherwise the load fails with a message saying so.
+only when the operator allows it (`ferry serve --allow_code NAME`, see `ferry.consent`),
+the same rule as for pickles (`--allow_pickle`) and for SageMaker's `code/inference.py`;
+otherwise the load fails with a message naming the flag. A `ferry.toml` in the folder
+cannot grant it, and a model configured by a network request never gets it.
 
 Threads: the batcher may call `predict` from several threads (`num_batch_threads`),
 so ferry serialises the calls with a lock unless the class sets `thread_safe = True`.
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.errors import FailedPrecondition, InternalError
+from ferry.errors import InternalError
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.signature_file import SIGNATURE_FILE, parse_signatures, read_signature_file
 from ferry.tensors import STRING_DTYPE, Signature
@@ -50,17 +51,9 @@ MODEL_FILE = "model.py"
 CLASS_NAME = "Model"
 
 
-class CodeNotAllowed(FailedPrecondition):
-    """A model folder holds Python code and its ferry.toml does not allow running it."""
-
-
-def code_not_allowed(path: Path) -> CodeNotAllowed:
-    """The refusal for any code file in a model folder (model.py, code/inference.py)."""
-    return CodeNotAllowed(
-        f"{path.name} is Python code, and ferry runs code from a model folder only when "
-        "the model allows it: add `allow_code = true` to ferry.toml in the model folder "
-        "(or the version folder) if you trust whoever can write to it."
-    )
+def code_description(path: Path) -> str:
+    """How a refusal names a Python file in a model folder (model.py, inference.py)."""
+    return f"{path.name} is Python code"
 
 
 def import_file(path: Path, prefix: str) -> ModuleType:
@@ -100,8 +93,7 @@ class PythonRuntime(Runtime):
 
     def load(self) -> None:
         path = self.version_dir / MODEL_FILE
-        if not self.model_options.allow_code:
-            raise code_not_allowed(path)
+        self.consent.require_code(code_description(path))
         module = import_file(path, "ferry_model")
         self._module_name = module.__name__
         model = _model_class(module, path)()

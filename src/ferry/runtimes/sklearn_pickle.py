@@ -1,10 +1,10 @@
-"""Pickled scikit-learn models (`model.joblib`, `model.pkl`), only with the model's consent.
+"""Pickled scikit-learn models (`model.joblib`, `model.pkl`), only with the operator's consent.
 
 Unpickling runs whatever code the file names, so a pickle in a model folder is a
 program, not data: anyone who can write to the model repository could run code in the
-server. ferry therefore refuses to load one unless the model's `ferry.toml` (in the
-model folder or the version folder) says `allow_pickle = true`; the load error says
-exactly that. The safer route is `ferry save`, which converts an estimator to ONNX.
+server. ferry therefore refuses to load one unless the operator allows it
+(`ferry serve --allow_pickle NAME`, see `ferry.consent`); the load error names the flag.
+The safer route is `ferry save`, which converts an estimator to ONNX.
 
 Signature: `signature.json` when present, else from the estimator: one input, `input`,
 float64 `[-1, n_features_in_]`; outputs named as in the ONNX conversion (see
@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from ferry.errors import FailedPrecondition
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.optional import import_framework
 from ferry.runtimes.signature_file import SIGNATURE_FILE, read_signature_file
@@ -30,10 +29,6 @@ from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec
 
 PICKLE_FILES = ("model.joblib", "model.pkl")
 INPUT_NAME = "input"
-
-
-class PickleNotAllowed(FailedPrecondition):
-    """A model folder holds a pickle and its ferry.toml does not allow unpickling."""
 
 
 class SklearnPickleRuntime(Runtime):
@@ -60,14 +55,11 @@ class SklearnPickleRuntime(Runtime):
 
     def load(self) -> None:
         path = self.model_file
-        if not self.model_options.allow_pickle:
-            raise PickleNotAllowed(
-                f"{path.name} is a pickle, and loading a pickle runs code from the file, so "
-                "ferry does not unpickle model files unless the model allows it: add "
-                "`allow_pickle = true` to ferry.toml in the model folder (or this version "
-                "folder) if you trust whoever can write to it. Safer: convert the "
-                "estimator to ONNX with `ferry save` (ferry.save(model, path))."
-            )
+        self.consent.require_pickle(
+            f"{path.name} is a pickle, and loading a pickle runs code from the file",
+            safer="Safer: convert the estimator to ONNX with `ferry save` "
+            "(ferry.save(model, path)).",
+        )
         # joblib comes with scikit-learn and reads plain pickles as well as its own files.
         import_framework("sklearn", "sklearn", "scikit-learn (pickled)")
         joblib = import_framework("joblib", "sklearn", "scikit-learn (pickled)")

@@ -5,6 +5,14 @@ Every signature def of the `serve` meta graph is served under its own name
 (-1 for a dimension of any size) and its method name (predict, classify, regress), so
 `signature_name` routing, metadata and `:classify`/`:regress` work as in TF Serving.
 
+What loading runs: the graph's ops, all of them TensorFlow's own. A graph that names an op
+this TensorFlow does not register (a custom op) is refused before TensorFlow reads it:
+its kernels would come from a library loaded with `tf.load_op_library`, which ferry never
+calls, since a model folder must not bring native code. `tf.py_function` and
+`tf.numpy_function` ops are refused too: they call a Python function of the process that
+saved the model, which no other process has. See docs/security.md for what built-in ops
+can still do (they are programs: file I/O included).
+
 TensorFlow is imported in `load()`, never at module level: it is the `tensorflow` extra
 and takes seconds to import. The helpers at the bottom (dtypes, threads, ONNX export)
 are shared with the Keras runtime and the TensorFlow savers.
@@ -32,6 +40,8 @@ SERVE_TAG = "serve"
 EXTRA = "tensorflow"
 # Signature defs that TF writes for its own bookkeeping, not for serving.
 _INTERNAL_SIGNATURES = frozenset({"__saved_model_init_op"})
+# Ops that call back into Python functions registered in the saving process.
+_PYTHON_CALLBACK_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
 def import_tensorflow(what: str = "TensorFlow SavedModel") -> ModuleType:
@@ -63,7 +73,9 @@ class TensorFlowRuntime(Runtime):
     def load(self) -> None:
         tf = import_tensorflow()
         configure_threads(tf, self.options)
-        signature_defs = read_signature_defs(self.version_dir)
+        saved_model = read_saved_model(self.version_dir)
+        check_ops(saved_model)
+        signature_defs = serve_signature_defs(saved_model)
         loaded = tf.saved_model.load(str(self.version_dir), tags=[SERVE_TAG])
         functions: dict[str, Any] = {}
         signatures: dict[str, Signature] = {}
@@ -132,6 +144,11 @@ def read_signature_defs(version_dir: Path) -> dict[str, Any]:
     The proto, not the loaded object, is the source because only it records each
     signature's method name (classify/regress) and TensorInfo dtypes and shapes.
     """
+    return serve_signature_defs(read_saved_model(version_dir))
+
+
+def read_saved_model(version_dir: Path) -> Any:
+    """The SavedModel proto of a version folder (binary or text form)."""
     from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -141,6 +158,42 @@ def read_signature_defs(version_dir: Path) -> dict[str, Any]:
         saved_model.ParseFromString(binary.read_bytes())
     else:
         text_format.Parse((version_dir / SAVED_MODEL_FILES[1]).read_text(), saved_model)
+    return saved_model
+
+
+def check_ops(saved_model: Any) -> None:
+    """Refuse a SavedModel whose graphs use ops this TensorFlow does not register (custom
+    ops) or Python callbacks, before TensorFlow loads it; see the module docstring."""
+    from tensorflow.python.framework import op_def_registry
+
+    used: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG not in meta_graph.meta_info_def.tags:
+            continue  # never loaded
+        graph = meta_graph.graph_def
+        used.update(node.op for node in graph.node)
+        for function in graph.library.function:
+            used.update(node.op for node in function.node_def)
+        # Calls of library functions name the function as the node's op.
+        used.difference_update(f.signature.name for f in graph.library.function)
+    unknown = sorted(op for op in used if op_def_registry.get(op) is None)
+    if unknown:
+        raise ValueError(
+            f"the SavedModel uses ops this TensorFlow does not have: {', '.join(unknown[:5])}. "
+            "Custom ops need their library loaded into the server (tf.load_op_library), "
+            "which ferry never does: native code never comes from a model folder"
+        )
+    callbacks = sorted(used & _PYTHON_CALLBACK_OPS)
+    if callbacks:
+        raise ValueError(
+            f"the SavedModel calls Python functions ({', '.join(callbacks)}: tf.py_function "
+            "or tf.numpy_function), which exist only in the process that saved it; "
+            "rewrite them with TensorFlow ops, or serve the code as a model.py"
+        )
+
+
+def serve_signature_defs(saved_model: Any) -> dict[str, Any]:
+    """The `serve` meta graph's signature defs."""
     for meta_graph in saved_model.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)

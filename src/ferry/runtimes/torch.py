@@ -13,12 +13,19 @@ inter-op pool on top: it gets `--inter_op_threads` threads, or 1 when that is 0
 torch's intra-op pool (one per process, shared by every torch model); 0 leaves torch's
 default (the physical cores). Runs happen under `torch.inference_mode`.
 
-Neither format is a pickle of arbitrary objects (`torch.jit.load` and
-`torch.export.load` read code and weights only), so these load without `allow_pickle`.
+What loading runs: a `.pt2` archive may carry entries that `torch.export.load` unpickles
+with Python's unrestricted unpickler, compiled code (AOTInductor), and shape expressions
+that torch evaluates as Python (sympy.sympify); ferry inspects the archive first
+(`ferry.runtimes.torch_archive`) and loads one with such entries only when the operator
+allows it (`--allow_pickle` / `--allow_code`). A plain `torch.export.save` archive has
+none of them and needs no consent. TorchScript (`torch.jit.load`) unpickles with
+TorchScript's own unpickler, which builds only torch and TorchScript types, and runs the
+archive's TorchScript (no Python); see docs/security.md for what that still allows.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -29,10 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from ferry.consent import ModelConsent
 from ferry.errors import InvalidArgument
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.optional import import_framework
 from ferry.runtimes.signature_file import SIGNATURE_FILE, read_signature_file
+from ferry.runtimes.torch_archive import inspect_archive
 from ferry.tensors import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,28 @@ def configure_threads(torch: Any, options: RuntimeOptions) -> None:
                 log.debug("torch inter-op threads left as they are: %s", exc)
 
 
+def load_exported_program(torch: Any, path: Path, consent: ModelConsent) -> Any:
+    """`torch.export.load` of the archive at `path`, after checking that what it would
+    unpickle or run is allowed; the bytes checked are the bytes loaded."""
+    content = path.read_bytes()
+    found = inspect_archive(torch, content)
+    if found.code:
+        consent.require_code(f"{path.name} carries compiled code ({_listed(found.code)})")
+    if found.pickled:
+        consent.require_pickle(
+            f"{path.name} holds entries that torch unpickles without its restricted "
+            f"unpickler ({_listed(found.pickled)}), and unpickling runs code",
+            safer="Safer: save the program again with torch.export.save (`ferry save`), "
+            "which writes plain weights.",
+        )
+    return torch.export.load(io.BytesIO(content))
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def numpy_dtype_of(torch: Any, dtype: Any) -> np.dtype:
     """The numpy dtype of a torch dtype; ValueError for types ferry cannot carry."""
     try:
@@ -111,7 +142,7 @@ class TorchRuntime(Runtime):
         path = self.model_file
         recorded = self._recorded_signature()
         if path.name == EXPORTED_FILE:
-            program = torch.export.load(str(path))
+            program = load_exported_program(torch, path, self.consent)
             signature = _exported_signature(torch, program, recorded)
             module = program.module()
             self._exported = True
@@ -169,7 +200,7 @@ class TorchRuntime(Runtime):
         from ferry.warmup import generated_inputs
 
         if self._exported:
-            module = torch.export.load(str(self.model_file)).module()
+            module = load_exported_program(torch, self.model_file, self.consent).module()
         else:
             module = torch.jit.load(str(self.model_file), map_location="cpu").eval()
         signature = self._signatures[DEFAULT_SIGNATURE]

@@ -1,0 +1,138 @@
+"""A/B: this working tree's ferry against a git revision's, in one run, alternating.
+
+Why: a change's cost on the hot path (a size check, a limit) is a few per cent, well
+inside the 3x day-to-day spread of these shared machines. Only a ratio measured minutes
+apart under the same background load says anything, so both servers run side by side
+(the one not under load sits idle) and wrk loads them in turn, round after round; the
+report is each round's ratio and their median.
+
+Usage::
+
+    .venv/bin/python benchmarks/ab.py                      # HEAD vs the working tree
+    .venv/bin/python benchmarks/ab.py --baseline main~3 --rounds 7 --connections 64
+    .venv/bin/python benchmarks/ab.py --ferry-arg=--enable_batching=false
+
+The baseline is checked out with `git worktree add` into a temporary folder (removed at
+the end) and served by the same interpreter and packages through PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import predict_body, run_wrk, write_script  # noqa: E402
+from servers import HOST, free_port, running_server  # noqa: E402
+
+from ferry.examples import build_examples  # noqa: E402
+
+INPUT_WIDTH = {"mlp_small": 784, "mlp_large": 1024}
+
+
+@contextlib.contextmanager
+def baseline_tree(revision: str) -> Iterator[Path]:
+    """A detached worktree of `revision`, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="ferry-ab-"))
+    tree = folder / "tree"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield tree
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+            check=False,
+            capture_output=True,
+        )
+
+
+def serve_argv(root: Path, port: int, grpc_port: int, ferry_args: Sequence[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "ferry.cli", "serve", str(root),
+        "--host", HOST, "--rest_api_port", str(port), "--port", str(grpc_port),
+        *ferry_args,
+    ]  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default="HEAD", help="git revision to compare against")
+    parser.add_argument("--model", default="mlp_small", choices=sorted(INPUT_WIDTH))
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--ferry-arg", action="append", default=[], dest="ferry_args")
+    args = parser.parse_args(argv)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ferry-ab-run-") as tmp,
+        baseline_tree(args.baseline) as tree,
+    ):
+        work = Path(tmp)
+        root = work / "models"
+        build_examples(root, [args.model])
+        body_file = work / "body.json"
+        body_file.write_bytes(predict_body(INPUT_WIDTH[args.model]))
+        script = write_script(work / "post.lua", body_file, {"Content-Type": "application/json"})
+        probes = {f"/v1/models/{args.model}:predict": body_file.read_bytes()}
+        sides = {"baseline": tree / "src", "this tree": REPO / "src"}
+        rates: dict[str, list[float]] = {name: [] for name in sides}
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for name, src in sides.items():
+                port = free_port()
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                servers[name] = stack.enter_context(
+                    running_server(
+                        name,
+                        serve_argv(root, port, free_port(), args.ferry_args),
+                        port,
+                        work / f"{name.replace(' ', '_')}.log",
+                        probes,
+                        env=env,
+                    )
+                )
+            url = f"http://{HOST}:{{port}}/v1/models/{args.model}:predict"
+            for round_number in range(args.rounds):
+                # Alternate who goes first, so drift within a round favours neither.
+                order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    result = run_wrk(
+                        url.format(port=servers[name].port),
+                        script,
+                        args.connections,
+                        args.seconds,
+                    )
+                    if result.errors:
+                        print(f"{name}: {result.errors} errors", file=sys.stderr)
+                    rates[name].append(result.requests_per_s)
+                ratio = rates["this tree"][-1] / rates["baseline"][-1]
+                print(
+                    f"round {round_number + 1}: baseline {rates['baseline'][-1]:,.0f} req/s, "
+                    f"this tree {rates['this tree'][-1]:,.0f} req/s, ratio {ratio:.3f}"
+                )
+        ratios = [b / a for a, b in zip(rates["baseline"], rates["this tree"], strict=True)]
+        print(
+            f"{args.model} c{args.connections}, {args.rounds} rounds of {args.seconds:.0f} s: "
+            f"this tree / {args.baseline} = {statistics.median(ratios):.3f} (median; "
+            f"min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
