@@ -13,7 +13,9 @@ Usage::
     .venv/bin/python benchmarks/ab.py --ferry-arg=--enable_batching=false
 
 The baseline is checked out with `git worktree add` into a temporary folder (removed at
-the end) and served by the same interpreter and packages through PYTHONPATH.
+the end) and served by the same interpreter and packages through PYTHONPATH. Besides
+requests per second, each side's server CPU time per request is reported: on a host
+that steals time from this machine it moves less than throughput does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -88,9 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_file = work / "body.json"
         body_file.write_bytes(predict_body(INPUT_WIDTH[args.model]))
         script = write_script(work / "post.lua", body_file, {"Content-Type": "application/json"})
-        probes = {f"/v1/models/{args.model}:predict": body_file.read_bytes()}
+        probes = {args.model: body_file.read_bytes()}
         sides = {"baseline": tree / "src", "this tree": REPO / "src"}
         rates: dict[str, list[float]] = {name: [] for name in sides}
+        cpu_us: dict[str, list[float]] = {name: [] for name in sides}
         with contextlib.ExitStack() as stack:
             servers = {}
             for name, src in sides.items():
@@ -111,25 +116,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Alternate who goes first, so drift within a round favours neither.
                 order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
                 for name in order:
+                    process = psutil.Process(servers[name].pid)
+                    before = sum(process.cpu_times()[:2])
                     result = run_wrk(
                         url.format(port=servers[name].port),
                         script,
                         args.connections,
                         args.seconds,
                     )
+                    spent = sum(process.cpu_times()[:2]) - before
                     if result.errors:
                         print(f"{name}: {result.errors} errors", file=sys.stderr)
                     rates[name].append(result.requests_per_s)
+                    cpu_us[name].append(spent / max(result.requests, 1) * 1e6)
                 ratio = rates["this tree"][-1] / rates["baseline"][-1]
                 print(
-                    f"round {round_number + 1}: baseline {rates['baseline'][-1]:,.0f} req/s, "
-                    f"this tree {rates['this tree'][-1]:,.0f} req/s, ratio {ratio:.3f}"
+                    f"round {round_number + 1}: baseline {rates['baseline'][-1]:,.0f} req/s "
+                    f"({cpu_us['baseline'][-1]:.0f} µs CPU/req), this tree "
+                    f"{rates['this tree'][-1]:,.0f} req/s ({cpu_us['this tree'][-1]:.0f} µs), "
+                    f"ratio {ratio:.3f}"
                 )
         ratios = [b / a for a, b in zip(rates["baseline"], rates["this tree"], strict=True)]
+        cpu = [b / a for a, b in zip(cpu_us["baseline"], cpu_us["this tree"], strict=True)]
         print(
             f"{args.model} c{args.connections}, {args.rounds} rounds of {args.seconds:.0f} s: "
-            f"this tree / {args.baseline} = {statistics.median(ratios):.3f} (median; "
-            f"min {min(ratios):.3f}, max {max(ratios):.3f})"
+            f"req/s this tree / {args.baseline} = {statistics.median(ratios):.3f} (median; "
+            f"min {min(ratios):.3f}, max {max(ratios):.3f}); server CPU per request "
+            f"{statistics.median(cpu):.3f} (median; min {min(cpu):.3f}, max {max(cpu):.3f})"
         )
     return 0
 
