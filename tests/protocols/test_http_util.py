@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from ferry.errors import InvalidArgument
-from ferry.protocols.http_util import Answer, ClientDisconnected, answer_post
+from ferry.protocols.http_util import Answer, ClientDisconnected, RequestTooLarge, answer_post
 from ferry.protocols.tfserving_rest import error_parts
 
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/models/m:predict", "headers": []}
@@ -59,3 +59,10 @@ def test_a_bug_costs_one_request_as_an_internal_error(caplog: pytest.LogCaptureF
 
 def test_a_client_that_left_gets_nothing() -> None:
     assert answered(ClientDisconnected()) == []
+
+
+def test_a_body_over_the_limit_is_refused_and_the_connection_closed() -> None:
+    start, body = answered(RequestTooLarge("Request body of 9 bytes is over the limit"))
+    assert start["status"] == 413
+    assert (b"connection", b"close") in start["headers"]  # its unread rest is still coming
+    assert json.loads(body["body"]) == {"error": "Request body of 9 bytes is over the limit"}

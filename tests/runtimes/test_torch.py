@@ -22,7 +22,7 @@ from support.framework_models import (
     start_repository_server,
 )
 from support.models import mlp_model, write_model
-from support.server import FerryProcess
+from support.server import FerryProcess, wait_until
 
 import ferry
 from ferry.manager import ManagerOptions, ModelManager
@@ -212,3 +212,35 @@ def test_openmp_threads_sleep_unless_spinning_is_allowed(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(expected)
+
+
+@pytest.mark.tensorflow
+def test_a_torch_export_model_loads_beside_a_tensorflow_model_already_serving(
+    models: dict, tmp_path: Path
+) -> None:
+    # PyPI's CUDA build of PyTorch imports triton lazily; after TensorFlow, that import
+    # killed the process (segfault). Here TensorFlow loads first, in the server.
+    from support.tf_models import mlp_keras
+
+    root = tmp_path / "models"
+    ferry.save(mlp_keras(), root / "keras")
+    server = start_repository_server(
+        root, tmp_path / "ferry.log", "--file_system_poll_wait_seconds", "0.5"
+    )
+    try:
+        assert settled_status(server, "keras")["state"] == "AVAILABLE"
+        classifier = models["classifier"]
+        ferry.save(classifier, root / "exported", example=torch.randn(1, 4), format="export")
+        wait_until(
+            lambda: server.get("/v1/models/exported").status_code == 200,
+            60,
+            message="the new model noticed",
+        )
+        assert settled_status(server, "exported")["state"] == "AVAILABLE", server.log()
+        x = np.random.default_rng(5).standard_normal((2, 4)).astype(np.float32)
+        expected = reference(classifier, x).numpy()
+        np.testing.assert_allclose(predict_rows(server, "exported", x), expected, rtol=1e-5)
+        assert len(predict_rows(server, "keras", x)) == 2
+        assert server.process.poll() is None
+    finally:
+        server.stop()

@@ -25,6 +25,9 @@ Answer = tuple[bytes, bytes, Headers]
 # A protocol's error form: HTTP status, body, extra headers.
 ErrorParts = Callable[[FerryError], tuple[int, bytes, Headers]]
 JSON = b"application/json"
+# Sent with a refusal of a body that was not read (over --max_request_bytes): the rest of
+# that body is still on its way, so the connection cannot carry another request.
+CLOSE_CONNECTION = (b"connection", b"close")
 
 
 class RequestTooLarge(FerryError):
@@ -85,6 +88,8 @@ async def answer_post(
         status = 200
     except FerryError as exc:
         status, body, headers = error_parts(exc)
+        if isinstance(exc, RequestTooLarge):
+            headers = [*headers, CLOSE_CONNECTION]
         content_type = JSON
     except ClientDisconnected:
         return

@@ -48,6 +48,7 @@ import orjson
 from ferry.errors import FerryError, NotFound, StatusCode
 from ferry.manager import ModelManager
 from ferry.protocols.http_util import (
+    CLOSE_CONNECTION,
     ClientDisconnected,
     Receive,
     RequestTooLarge,
@@ -132,7 +133,8 @@ class SageMakerRuntime:
         if isinstance(error, InvokeError):
             return runtime_error_parts(error.error_type, error.status, error.message)
         if isinstance(error, RequestTooLarge):
-            return runtime_error_parts("ValidationError", 400, error.message)
+            status, body, headers = runtime_error_parts("ValidationError", 400, error.message)
+            return status, body, [*headers, CLOSE_CONNECTION]
         if isinstance(error, FerryError):
             if error.code == StatusCode.UNAVAILABLE:
                 return runtime_error_parts("ServiceUnavailable", 503, error.message)
