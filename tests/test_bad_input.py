@@ -15,7 +15,7 @@ GOOD = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
 # (description, model path suffix, body bytes, expected HTTP status, expected message part)
 BAD_REQUESTS = [
     ("malformed JSON", "m", b'{"instances": [[1.0, 2.0', 400, "JSON Parse error"),
-    ("not an object", "m", b"[1, 2, 3]", 400, "JSON object"),
+    ("not an object", "m", b"[1, 2, 3]", 400, "JSON Value: [1, 2, 3] Is not object"),
     ("strings for floats", "m", b'{"instances": [["a", "b", "c", "d"]]}', 400, "holds strings"),
     ("ragged rows", "m", b'{"instances": [[1.0, 2.0, 3.0, 4.0], [1.0]]}', 400, "ragged"),
     ("wrong width", "m", b'{"instances": [[1.0, 2.0, 3.0]]}', 400, "dimension 1 must be 4"),
@@ -34,7 +34,7 @@ BAD_REQUESTS = [
         400,
         "Missing 'inputs' or 'instances' key",
     ),
-    ("empty instances", "m", b'{"instances": []}', 400, "non-empty"),
+    ("empty instances", "m", b'{"instances": []}', 400, "No values in 'instances' array"),
     (
         "unknown input name",
         "m",

@@ -116,17 +116,21 @@ def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
         load_model_config_file(tmp_path / "absent.config")
 
 
+# TF Serving's words, which its test harness looks for (testBadModelConfig).
+PARSE_ERROR = "Error parsing text-format tensorflow.serving.ModelServerConfig"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("model_config_list { config { name: 'm' ", r"model config: 1:\d+ : .*"),
+        ("model_config_list { config { name: 'm' ", rf"^{PARSE_ERROR}: 1:\d+ : .*"),
         (
             "model_config_list { config { name: 'm' bogus_field: 1 } }",
-            r'model config: 1:\d+ : .*has no field named "bogus_field"',
+            rf'^{PARSE_ERROR}: 1:\d+ : .*has no field named "bogus_field"',
         ),
         (
             "model_config_list {\n  config {\n    name: 5\n  }\n}",
-            r"model config: 3:\d+ : .*",
+            rf"^{PARSE_ERROR}: 3:\d+ : .*",
         ),
     ],
     ids=["unterminated", "unknown-field", "wrong-type"],

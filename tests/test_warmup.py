@@ -98,9 +98,9 @@ def test_both_recorded_files_are_replayed(runtime: RecordingRuntime) -> None:
                     classify_log={"request": {"model_spec": {"name": "m"}}}
                 ).SerializeToString()
             ),
-            "predict_log records only, not classify_log",
+            "No classification inputs found in SignatureDef",
         ),
-        (lambda: tfrecord(b"\xff\xff\xff"), "not a PredictionLog"),
+        (lambda: tfrecord(b"\xff\xff\xff"), "Failed to parse warmup record"),
         (lambda: b"this is not a tfrecord file", "corrupt record length"),
         (lambda: tfrecord(predict_log(np.ones((1, 2), np.float32)))[:-6], "truncated record"),
     ],

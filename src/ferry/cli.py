@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ferry import tfserving_flags
 from ferry import transport_limits as limits
 from ferry.batching import BatchingConfig
 from ferry.consent import CODE_ENV, PICKLE_ENV, ExecutionConsent
@@ -286,6 +287,14 @@ def main() -> None:
     help="Run each new version once before it takes traffic.",
 )
 @click.option(
+    "--enable_serialization_as_tensor_content",
+    default=False,
+    show_default=True,
+    **_BOOL,
+    help="gRPC Predict outputs in tensor_content instead of the typed *_val fields "
+    "(float_val, int64_val, ...) that TF Serving fills by default.",
+)
+@click.option(
     "--unload_drain_timeout_seconds",
     type=float,
     default=60.0,
@@ -367,6 +376,7 @@ def main() -> None:
     default="info",
     show_default=True,
 )
+@tfserving_flags.tfserving_flag_options
 def serve(
     root: Path | None,
     model_name: str | None,
@@ -400,6 +410,7 @@ def serve(
     allow_spinning: bool,
     accelerate: str,
     enable_model_warmup: bool,
+    enable_serialization_as_tensor_content: bool,
     unload_drain_timeout_seconds: float,
     allow_code: tuple[str, ...],
     allow_pickle: tuple[str, ...],
@@ -420,6 +431,10 @@ def serve(
     as in TF Serving's Docker image: the model at $MODEL_BASE_PATH/$MODEL_NAME.
 
     Every model path may be an s3://bucket/prefix URL (pip install 'ferry[s3]').
+
+    The ports open once every configured model's first load was tried, as in TF Serving.
+    TF Serving's other flags are accepted too: those shown here are honoured, the rest
+    start ferry with a warning naming them (docs/tfserving_flags.md lists them all).
     """
     from ferry.repository.catalog import ConfigFileCatalog, FixedCatalog, RootFolderCatalog
     from ferry.server import FerryServer, ServerOptions
@@ -427,6 +442,10 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tfs = tfserving_flags.resolve(tfserving_flags.given_flags(click.get_current_context()))
+    tfs.log_notes()
+    if tfs.session_parallelism and not (intra_op_threads or inter_op_threads):
+        intra_op_threads = inter_op_threads = tfs.session_parallelism
     sources = [x for x in (root, model_base_path, model_config_file) if x is not None]
     if len(sources) > 1:
         raise click.UsageError("give only one of ROOT, --model_base_path, --model_config_file")
@@ -481,6 +500,7 @@ def serve(
         max_request_bytes=max_request_bytes,
         max_tensor_bytes=max_tensor_bytes,
         rest_api_timeout_in_ms=rest_api_timeout_in_ms,
+        enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
         manager=ManagerOptions(
             runtime=RuntimeOptions(intra_op_threads, inter_op_threads, allow_spinning),
             batching=batching,
@@ -509,6 +529,12 @@ def serve(
         enable_model_control=enable_model_control,
         model_roots=_model_roots(model_roots),
         object_store=object_store,
+        prometheus_path=tfs.prometheus_path,
+        grpc_channel_arguments=tfs.grpc_channel_arguments,
+        grpc_socket_path=tfs.grpc_socket_path,
+        grpc_tls=tfs.grpc_tls,
+        rest_api_enable_cors_support=tfs.rest_api_enable_cors_support,
+        enable_grpc_healthcheck_service=tfs.enable_grpc_healthcheck_service,
     )
     from ferry.auth.keys import KeyFileError
 

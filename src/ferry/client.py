@@ -492,8 +492,13 @@ class _GrpcTransport(_Transport):
         self._spec(request.model_spec, model, version, label)
         request.model_spec.signature_name = signature_name
         for name, array in inputs.items():
-            encode_tensor(array, name, into=request.inputs[name])
+            # What tf.make_tensor_proto sends: numbers as tensor_content (no work per
+            # value), strings in string_val (which every TF Serving version reads).
+            is_number = np.asarray(array).dtype.kind not in "OSU"
+            encode_tensor(array, name, into=request.inputs[name], tensor_content=is_number)
         response = self._rpc("PredictionService", "Predict", "PredictResponse", request, deadline)
+        # Outputs come in the typed *_val fields (TF Serving's default) or in tensor_content
+        # (--enable_serialization_as_tensor_content): decode_tensor reads both.
         return {name: decode_tensor(proto, name) for name, proto in response.outputs.items()}
 
     def status(self, model, version, label, deadline):

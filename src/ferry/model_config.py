@@ -17,6 +17,7 @@ from ferry.batching import BatchingConfig
 from ferry.protos import message_class, pool
 from ferry.repository.location import BasePath, parse_base_path
 from ferry.repository.policy import AllVersions, Latest, Specific, VersionPolicy
+from ferry.tfserving_messages import CONFIG_NOT_PARSED
 
 # TF Serving's binary serves a model called "default" when only a base path is given.
 DEFAULT_MODEL_NAME = "default"
@@ -52,7 +53,8 @@ def parse_model_config(text: str, relative_to: Path, *, trusted: bool = True) ->
     try:
         text_format.Parse(text, message, descriptor_pool=pool())
     except text_format.ParseError as exc:
-        raise ConfigError(f"model config: {exc}") from None
+        # TF Serving's words (its test harness looks for them in the server's output).
+        raise ConfigError(CONFIG_NOT_PARSED.format(detail=exc)) from None
     if message.WhichOneof("config") != "model_config_list":
         raise ConfigError("model config: only model_config_list is supported")
     specs: list[ModelSpec] = []

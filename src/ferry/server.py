@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,23 +31,29 @@ from starlette.routing import Route
 
 from ferry.auth.keys import KeyStore
 from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
+from ferry.errors import FerryError
+from ferry.grpc_listen import grpc_addresses, grpc_server_arguments, grpc_tls_credentials
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
 from ferry.model_control import ModelControl
+from ferry.protocols.cors import CorsApp
+from ferry.protocols.grpc_health import GrpcHealth
 from ferry.protocols.http_limits import enforce_deadlines, limited_protocol, sweep_interval
 from ferry.protocols.http_util import Receive, Scope, Send
 from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
 from ferry.protocols.sagemaker_runtime import RUNTIME_PREFIX, SageMakerRuntime
 from ferry.protocols.tfserving_grpc import TFServingGrpc
-from ferry.protocols.tfserving_rest import TFServingRest
+from ferry.protocols.tfserving_rest import TFServingRest, error_parts
 from ferry.protocols.v2_grpc import V2Grpc
 from ferry.protocols.v2_models import V2Models
 from ferry.protocols.v2_rest import V2Rest
 from ferry.repository.catalog import ModelCatalog
 from ferry.repository.location import BasePath, ObjectStoreOptions
 from ferry.repository.watcher import RepositoryWatcher
+from ferry.served_version import VersionState
 from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, RequestLimits
+from ferry.tfserving_flags import GrpcTls
 from ferry.transport_limits import (
     GrpcLimits,
     HttpLimits,
@@ -89,6 +96,8 @@ class ServerOptions:
     # Decoded input tensors of one request (0: 4x max_request_bytes; ferry.tensor_limits).
     max_tensor_bytes: int = 0
     rest_api_timeout_in_ms: int = 30_000
+    # gRPC Predict outputs in tensor_content, not the typed *_val fields (TF Serving's flag).
+    enable_serialization_as_tensor_content: bool = False
     manager: ManagerOptions = field(default_factory=ManagerOptions)
     # s3:// model paths: endpoint and local download cache.
     object_store: ObjectStoreOptions = field(default_factory=ObjectStoreOptions)
@@ -103,6 +112,16 @@ class ServerOptions:
     # a reload may read only under `model_roots` (empty: the catalog's start-up roots).
     enable_model_control: bool = False
     model_roots: tuple[BasePath, ...] = ()
+    # TF Serving's flags (ferry.tfserving_flags): the Prometheus path (None: not served),
+    # extra gRPC server arguments, a UNIX socket for gRPC too, TLS for gRPC.
+    prometheus_path: str | None = PROMETHEUS_PATH
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    grpc_socket_path: str = ""
+    grpc_tls: GrpcTls | None = None
+    # `--rest_api_enable_cors_support`: TF Serving's CORS headers (ferry.protocols.cors).
+    rest_api_enable_cors_support: bool = False
+    # `--enable_grpc_healthcheck_service`: grpc.health.v1 Check (ferry.protocols.grpc_health).
+    enable_grpc_healthcheck_service: bool = False
 
 
 class FerryServer:
@@ -140,18 +159,16 @@ class FerryServer:
     def is_ready(self) -> bool:
         return self.manager.is_ready() and not self._shutting_down.is_set()
 
-    def _build_app(self) -> HttpApp | HttpAuth:
+    def _build_app(self) -> HttpApp | HttpAuth | CorsApp:
         rest = TFServingRest(self.manager, self.inference, self.request_limits)
         v2 = V2Rest(self._v2_models(), self.inference, self.request_limits)
 
         async def prometheus(request: Request) -> Response:
             return Response(self.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
-        routes = [
-            *rest.routes(),
-            *v2.routes(),
-            Route(PROMETHEUS_PATH, prometheus, methods=["GET"]),
-        ]
+        routes = [*rest.routes(), *v2.routes()]
+        if self.options.prometheus_path is not None:
+            routes.append(Route(self.options.prometheus_path, prometheus, methods=["GET"]))
         fast_posts: list[tuple[str, PostHandler]] = [
             ("/v1/", rest.handle_post),
             ("/v2/", v2.handle_post),
@@ -170,18 +187,31 @@ class FerryServer:
         if self.options.sagemaker is not None:
             routes.extend(sagemaker.routes())
             fast_posts.append((INVOCATIONS_PATH, sagemaker.handle_post))
-        app = HttpApp(fast_posts, Starlette(routes=routes))
-        if self.authenticator is None:
-            return app
-        return HttpAuth(app, self.authenticator, self.options.max_request_bytes)
+        app: HttpApp | HttpAuth = HttpApp(fast_posts, Starlette(routes=routes))
+        if self.authenticator is not None:
+            app = HttpAuth(app, self.authenticator, self.options.max_request_bytes)
+        if self.options.rest_api_enable_cors_support:
+            # Outside --auth: a browser's preflight carries no credentials and runs nothing.
+            return CorsApp(app, error_parts)
+        return app
 
     def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The gRPC services of every protocol module, served on `--port`."""
         return [
             *TFServingGrpc(
-                self.manager, self.inference, self.watcher, self.model_control, self.request_limits
+                self.manager,
+                self.inference,
+                self.watcher,
+                self.model_control,
+                self.request_limits,
+                outputs_as_tensor_content=self.options.enable_serialization_as_tensor_content,
             ).handlers(),
             *V2Grpc(self._v2_models(), self.inference, self.request_limits).handlers(),
+            *(
+                GrpcHealth(self.is_ready).handlers()
+                if self.options.enable_grpc_healthcheck_service
+                else []
+            ),
         ]
 
     def _v2_models(self) -> V2Models:
@@ -190,23 +220,70 @@ class FerryServer:
 
     async def _start_grpc(self, limits: GrpcLimits) -> grpc.aio.Server | None:
         handlers = self.grpc_handlers()
-        if self.options.grpc_port <= 0 or not handlers:
+        addresses = grpc_addresses(
+            self.options.host, self.options.grpc_port, self.options.grpc_socket_path
+        )
+        if not addresses or not handlers:
             return None
         server = grpc.aio.server(
             interceptors=[GrpcAuth(self.authenticator)] if self.authenticator else None,
-            options=[
-                *limits.server_options(self.options.max_request_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=grpc_server_arguments(
+                limits.server_options(self.options.max_request_bytes),
+                self.options.grpc_channel_arguments,
+            ),
             # Beyond it grpc answers RESOURCE_EXHAUSTED at once instead of queueing.
             maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         )
         server.add_generic_rpc_handlers(handlers)
-        address = f"{self.options.host}:{self.options.grpc_port}"
-        server.add_insecure_port(address)
+        tls = self.options.grpc_tls
+        for address in addresses:
+            if tls is None:
+                server.add_insecure_port(address)
+            else:
+                server.add_secure_port(address, grpc_tls_credentials(tls))
         await server.start()
-        log.info("gRPC APIs on %s%s", address, " (--auth)" if self.authenticator else "")
+        notes = [" (--auth)" if self.authenticator else "", " (TLS)" if tls else ""]
+        log.info("gRPC APIs on %s%s", ", ".join(addresses), "".join(notes))
         return server
+
+    async def _first_loads(self) -> bool:
+        """Start the watcher and wait until every configured model's first load was tried
+        (successfully or not); False when a signal asked to stop meanwhile.
+
+        TF Serving opens its ports only then: its clients (its own test harness among
+        them) take an open port for loaded models and would get NOT_FOUND before. Nothing
+        is listening meanwhile, not even the health endpoints: SageMaker and
+        `wait_ready`-style pollers treat a refused connection as "not yet", as they treat
+        a 503, while a TF Serving client would take any answer for readiness."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        handled = (signal.SIGINT, signal.SIGTERM)
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            for sig in handled:
+                loop.add_signal_handler(sig, stop.set)
+        started = time.monotonic()
+        log.info("loading the configured models; the ports open when each was tried")
+        self.watcher.start()
+        loaded = asyncio.ensure_future(asyncio.to_thread(self.manager.initial_sync_done.wait))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({loaded, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if in_main:
+                for sig in handled:
+                    loop.remove_signal_handler(sig)
+        if stop.is_set():
+            self._shutting_down.set()
+            log.info("stopping before the first loads finished")
+            return False
+        log.info(
+            "first load of every configured model tried in %.1fs: %s",
+            time.monotonic() - started,
+            first_load_summary(self.manager),
+        )
+        return True
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; returns after a graceful drain."""
@@ -222,7 +299,9 @@ class FerryServer:
         http_limits, grpc_limits = resolve_connection_limits(
             self.options.http_limits, self.options.grpc_limits, raise_open_file_limit()
         )
-        self.watcher.start()
+        if not await self._first_loads():
+            await asyncio.to_thread(self._stop_models)
+            return
         grpc_server = await self._start_grpc(grpc_limits)
         loop = asyncio.get_running_loop()
         grpc_stopped: asyncio.Task | None = None
@@ -270,6 +349,26 @@ class FerryServer:
     def _stop_models(self) -> None:
         self.watcher.stop()
         self.manager.shutdown()
+
+
+def first_load_summary(manager: ModelManager) -> str:
+    """One line on how the first loads went: how many models serve, and each one that
+    does not with its error. (TF Serving exits when a configured model fails its first
+    load; ferry serves the others and reports the failure in that model's status.)"""
+    serving, failing = 0, []
+    for name in manager.model_names():
+        try:
+            records = manager.version_status(name)
+        except FerryError as exc:
+            failing.append(f"{name} ({exc})")
+            continue
+        if any(r.state is VersionState.AVAILABLE for r in records):
+            serving += 1
+        else:
+            errors = [r.error_message for r in records if r.error_message]
+            failing.append(f"{name} ({errors[0] if errors else 'no version loaded'})")
+    text = f"{serving} model(s) available"
+    return text + (f"; not available: {', '.join(failing)}" if failing else "")
 
 
 PostHandler = Callable[[Scope, Receive, Send], Awaitable[None]]

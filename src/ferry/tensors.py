@@ -54,11 +54,22 @@ def numpy_dtype(tf_name: str) -> np.dtype:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor of a signature. `shape` is None when the rank is unknown."""
+    """One named tensor of a signature. `shape` is None when the rank is unknown.
+
+    `tensor_name` is the graph tensor behind the signature key (TF's `x:0`), which TF
+    Serving's metadata reports; empty for formats without one (the key is reported).
+    It takes no part in equality: two specs that accept the same arrays are equal.
+    """
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...] | None
+    tensor_name: str = field(default="", compare=False)
+
+    @property
+    def reported_name(self) -> str:
+        """The name metadata reports: the graph tensor's where known, else the key."""
+        return self.tensor_name or self.name
 
     @property
     def has_batch_dimension(self) -> bool:
@@ -79,6 +90,11 @@ class Signature:
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     method_name: str = "tensorflow/serving/predict"
+    #: True where the runtime's graph decides which shapes it takes, as TF Serving lets
+    #: TensorFlow decide for a session bundle: `check_inputs` then checks names only
+    #: (dtypes are the codecs' job), and a shape the graph cannot take fails in the
+    #: runtime with TensorFlow's own message. The declared shapes still decide stacking.
+    runtime_checks_shapes: bool = False
     batchable: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +105,8 @@ class Signature:
         object.__setattr__(self, "batchable", batchable)
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
-        """Raise InvalidArgument unless `inputs` holds exactly this signature's inputs, well shaped.
+        """Raise InvalidArgument unless `inputs` holds exactly this signature's inputs, well
+        shaped (shapes: unless `runtime_checks_shapes`).
 
         Dtypes are assumed converted already (codecs convert to the spec's dtype).
         """
@@ -103,6 +120,8 @@ class Signature:
             raise InvalidArgument(
                 f"Unknown input(s) {sorted(unknown)}; the model expects {sorted(self.inputs)}"
             )
+        if self.runtime_checks_shapes:
+            return
         for name, spec in self.inputs.items():
             spec.check(inputs[name])
 

@@ -3,55 +3,105 @@
 The first run of a model pays for lazy allocation and kernel selection; doing it
 at load keeps that cost out of a user's request. A version folder may carry
 recorded requests: TF Serving's own `assets.extra/tf_serving_warmup_requests` (a
-TFRecord file of PredictionLog records; their Predict requests are replayed) and/or
-`assets.extra/warmup_requests.jsonl` (one TF Serving REST `:predict` body per line).
-Without either, ferry generates one row of inputs from each signature. A warm-up
-failure is a load failure: the version never serves.
+TFRecord file of PredictionLog records) and/or `assets.extra/warmup_requests.jsonl`
+(one TF Serving REST `:predict` body per line).
+
+Recorded warm-up is strict, as in TF Serving (saved_model_warmup*.cc): its Predict,
+Classify, Regress and MultiInference records are replayed once each, in order; a record
+that fails, a file that is not TFRecord, a record that is not a PredictionLog, a log
+type TF Serving does not replay (session_run_log, predict_streamed_log: UNIMPLEMENTED),
+or more than 1000 records fail the load. A record with no log type is skipped.
+
+Without a recording, ferry (not TF Serving, which then warms nothing) generates one row
+of inputs per signature. That is a guess (a string that a graph parses as a tf.Example,
+an id a lookup table lacks), so it is best effort: failures are logged in one warning
+and the version serves anyway. Classify/regress signatures (TF1 method names) are not
+guessed at: their tf.Example features are unknown.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
+from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
+from ferry.codecs.example_tasks import (
+    CLASSIFY,
+    CLASSIFY_METHOD,
+    REGRESS,
+    REGRESS_METHOD,
+    ExampleTask,
+    classify_results,
+    example_task,
+    multi_inference_tasks,
+    regress_results,
+)
 from ferry.codecs.tensor_proto import decode_inputs
+from ferry.codecs.tf_example import examples_from_input, serialized_examples
 from ferry.codecs.tfserving_json import decode_predict_body
-from ferry.errors import FerryError
+from ferry.errors import FerryError, InvalidArgument, Unimplemented
 from ferry.protos import message_class
 from ferry.runtimes import Runtime
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec
 
+log = logging.getLogger(__name__)
+
 WARMUP_FILE = Path("assets.extra") / "warmup_requests.jsonl"
 TF_WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-# TF Serving caps recorded warm-up requests at 1000; so does ferry.
+# TF Serving's WarmupConsts::kMaxNumRecords; more records fail the load, there and here.
 MAX_WARMUP_REQUESTS = 1000
+# PredictionLog log types TF Serving refuses to replay, by field number. ferry's proto set
+# leaves session_run_log out, so that one arrives as an unknown field.
+_UNREPLAYED_LOG_FIELDS = frozenset({5, 7})  # session_run_log, predict_streamed_log
 
-
-_EXAMPLE_METHODS = ("tensorflow/serving/classify", "tensorflow/serving/regress")
+_EXAMPLE_METHODS = (CLASSIFY_METHOD, REGRESS_METHOD)
 
 
 def warm_up(runtime: Runtime) -> int:
-    """Run the recorded or generated warm-up requests; returns how many ran."""
+    """Run the recorded requests (strict) or generated ones (best effort); returns how
+    many ran. Raises, failing the load, only for a recorded request."""
     tf_recorded = runtime.version_dir / TF_WARMUP_FILE
     recorded = runtime.version_dir / WARMUP_FILE
     if tf_recorded.is_file() or recorded.is_file():
         count = _replay_prediction_logs(runtime, tf_recorded) if tf_recorded.is_file() else 0
         return count + (_replay(runtime, recorded) if recorded.is_file() else 0)
-    # Classify/regress signatures parse tf.Examples whose features ferry cannot guess (an
-    # empty example fails a required feature), so only recorded requests warm those up.
-    generated = {
-        name: signature
-        for name, signature in runtime.signatures.items()
-        if signature.method_name not in _EXAMPLE_METHODS
-    }
-    for name, signature in generated.items():
-        runtime.run(name, generated_inputs(signature))
-    return len(generated)
+    return _run_generated(runtime)
+
+
+def _run_generated(runtime: Runtime) -> int:
+    ran, failures = 0, []
+    for name, signature in runtime.signatures.items():
+        if signature.method_name in _EXAMPLE_METHODS:
+            continue
+        try:
+            runtime.run(name, generated_inputs(signature))
+            ran += 1
+        except Exception as exc:  # a guess that does not fit is no fault of the model
+            # TF puts its reason last, after where in the graph it was raised.
+            lines = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+            failures.append(f"{name!r} ({type(exc).__name__}: {lines[-1] if lines else ''})")
+    if failures:
+        log.warning(
+            "%s: generated warm-up input did not fit signature %s; the version serves "
+            "without warm-up (record requests in %s to warm it up)",
+            runtime.version_dir,
+            "; ".join(failures),
+            TF_WARMUP_FILE,
+        )
+    return ran
+
+
+def _too_many(path: Path) -> ValueError:
+    return ValueError(
+        f"Number of warmup records exceeds the maximum ({MAX_WARMUP_REQUESTS}) at {path}"
+    )
 
 
 def _replay(runtime: Runtime, path: Path) -> int:
@@ -60,7 +110,7 @@ def _replay(runtime: Runtime, path: Path) -> int:
         if not line.strip():
             continue
         if count >= MAX_WARMUP_REQUESTS:
-            break
+            raise _too_many(path)
         try:
             body = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -72,34 +122,66 @@ def _replay(runtime: Runtime, path: Path) -> int:
 
 
 def _replay_prediction_logs(runtime: Runtime, path: Path) -> int:
-    """Replay the Predict requests of a TF Serving warm-up file. Classify, Regress and
-    MultiInference records need TF signatures that ferry's models lack: they fail the load,
-    as a failing warm-up request fails it in TF Serving."""
+    """Replay a TF Serving warm-up file's records; the first failure fails the load."""
     log_class = message_class("tensorflow.serving.PredictionLog")
     count = 0
     for index, record in enumerate(read_tfrecords(path)):
         if count >= MAX_WARMUP_REQUESTS:
-            break
+            raise _too_many(path)
         where = f"{TF_WARMUP_FILE} record {index}"
         try:
             entry = log_class.FromString(record)
-        except DecodeError as exc:
-            raise ValueError(f"{where}: not a PredictionLog: {exc}") from None
-        kind = entry.WhichOneof("log_type")
-        if kind != "predict_log":
-            raise ValueError(f"{where}: ferry replays predict_log records only, not {kind}")
-        request = entry.predict_log.request
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = runtime.signatures.get(signature_name)
-        if signature is None:
-            raise ValueError(f"{where}: the model has no signature {signature_name!r}")
+        except DecodeError:
+            raise ValueError(
+                f"{where}: Failed to parse warmup record: {record[:64]!r} from {path}"
+            ) from None
         try:
-            inputs = decode_inputs(request.inputs, signature)
+            _replay_log(runtime, entry)
         except FerryError as exc:
             raise ValueError(f"{where}: {exc.message}") from None
-        runtime.run(signature_name, inputs)
+        except Exception as exc:  # the model's own failure: name the record too
+            raise ValueError(f"{where}: {type(exc).__name__}: {exc}") from exc
         count += 1
     return count
+
+
+def _replay_log(runtime: Runtime, entry: Any) -> None:
+    """One PredictionLog's request, run and its outputs checked as its API would."""
+    kind = entry.WhichOneof("log_type")
+    if kind is None or kind == "predict_streamed_log":
+        numbers = {entry.DESCRIPTOR.fields_by_name[kind].number} if kind else set()
+        numbers |= {f.field_number for f in unknown_fields.UnknownFieldSet(entry)}
+        refused = sorted(numbers & _UNREPLAYED_LOG_FIELDS)
+        if refused:
+            raise Unimplemented(f"Unsupported log_type for warmup: {refused[0]}")
+        return  # no log type: nothing to replay, as in TF Serving
+    if kind == "predict_log":
+        request = entry.predict_log.request
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature = runtime.signatures.get(name)
+        if signature is None:
+            raise InvalidArgument(f"the model has no signature {name!r}")
+        runtime.run(name, decode_inputs(request.inputs, signature))
+        return
+    if kind == "multi_inference_log":
+        request = entry.multi_inference_log.request
+        tasks = multi_inference_tasks(request.tasks, runtime.signatures)
+    else:
+        request = getattr(entry, kind).request
+        method = CLASSIFY if kind == "classify_log" else REGRESS
+        tasks = [example_task(runtime.signatures, request.model_spec.signature_name, method)]
+    examples = examples_from_input(request.input)
+    tensor = serialized_examples(examples)
+    for task in tasks:
+        _run_task(runtime, task, tensor, len(examples))
+
+
+def _run_task(runtime: Runtime, task: ExampleTask, examples: np.ndarray, count: int) -> None:
+    outputs = runtime.run(task.signature_name, task.feeds(examples))
+    if task.method == CLASSIFY:
+        classify_results(outputs, count)
+    else:
+        regress_results(outputs, count)
 
 
 def read_tfrecords(path: Path) -> Iterator[bytes]:

@@ -101,9 +101,61 @@ def test_row_format_decodes_b64_values_of_a_string_input() -> None:
     assert decoded.inputs["text"].tolist() == [b"\x89PNG", b"plain", b""]
 
 
-def test_invalid_b64_data_is_refused_naming_the_input() -> None:
-    with pytest.raises(InvalidArgument, match="'text': invalid base64"):
-        decode({"instances": [{"b64": "not base64!"}]}, "text")
+def test_invalid_b64_data_is_refused_in_tf_servings_words() -> None:
+    with pytest.raises(InvalidArgument) as undecodable:
+        decode({"instances": ["a", {"b64": "not base64!"}]}, "text")
+    with pytest.raises(InvalidArgument) as not_a_string:
+        decode({"inputs": [{"b64": 1}]}, "text")
+
+    assert undecodable.value.message.startswith(
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "Unable to base64 decode"
+    )
+    assert not_a_string.value.message == (
+        'JSON Value: {\n    "b64": 1\n} not formatted correctly for base64 data'
+    )
+
+
+def test_b64_without_padding_is_read_as_tf_serving_reads_it() -> None:
+    assert decode({"instances": [{"b64": "YWI"}]}, "text").inputs["text"].tolist() == [b"ab"]
+
+
+@pytest.mark.parametrize(
+    ("body", "signature_name", "message"),
+    [
+        (
+            {"instances": ["x", "y"]},
+            None,
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+            'JSON Value: "x" Type: String is not of expected type: float',
+        ),
+        (
+            {"instances": [[1, 2, 3], [4, None, 6]]},
+            None,
+            "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON Value: null Type: Null is not of expected type: float",
+        ),
+        (
+            {"instances": [{"image": [1, 2], "label": "a", "count": 1.5}]},
+            "named",
+            "Failed to process element: 0 key: count of 'instances' list. Error: "
+            "INVALID_ARGUMENT: JSON Value: 1.5 Type: Number is not of expected type: int64",
+        ),
+        (
+            {"inputs": {"image": [[1, 2]], "label": [7], "count": [1]}},
+            "named",
+            "JSON Value: 7 Type: Number is not of expected type: string",
+        ),
+    ],
+    ids=["string-for-float", "null-for-float", "fraction-for-int64", "number-for-string"],
+)
+def test_a_value_of_the_wrong_type_gets_tf_servings_type_error(
+    body: dict, signature_name: str | None, message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decode(body, signature_name)
+
+    assert caught.value.message.startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -111,18 +163,28 @@ def test_invalid_b64_data_is_refused_naming_the_input() -> None:
     [
         (
             [{"image": [1, 2], "label": "a", "count": 1}, {"image": [1, 2], "count": 1}],
-            r"Instance 1 does not match .*missing \['label'\], unknown \[\]",
+            r"^Failed to process element: 1 of 'instances' list\. JSON object: \{(?s:.*)\} keys "
+            r"must be equal to: count,image,label \(missing: label\)$",
         ),
         (
             [{"image": [1, 2], "label": "a", "count": 1, "extra": 0}],
-            r"Instance 0 does not match .*missing \[\], unknown \['extra'\]",
+            r"^Failed to process element: 0 key: extra of 'instances' list\. Error: "
+            r"INVALID_ARGUMENT: JSON object: does not have named input: extra$",
         ),
         (
             [{"image": [1, 2], "label": "a", "count": 1}, [1, 2]],
-            "Instance 1 is not a JSON object",
+            r"^Expecting object but got list at item 1 of input list$",
         ),
-        ([[1, 2]], "must be a JSON object keyed by input name"),
-        ([], "'instances' must be a non-empty JSON array"),
+        (
+            [[1, 2]],
+            r"^instances is a plain list, but expecting list of objects as multiple input "
+            r"tensors required as per tensorinfo_map \(the model's inputs: count, image, label\)",
+        ),
+        (
+            [],
+            r"^JSON Value: \{\n    \"signature_name\": \"named\",\n    \"instances\": \[\]\n\} "
+            r"No values in 'instances' array$",
+        ),
     ],
     ids=["missing-key", "unknown-key", "mixed-forms", "bare-list-for-named-inputs", "empty"],
 )
@@ -161,12 +223,16 @@ def test_columnar_format_with_named_inputs_takes_each_tensor_whole() -> None:
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ({"image": [[1, 2]], "count": [1]}, "Missing named input: label"),
+        ({"image": [[1, 2]], "count": [1]}, r"^Missing named input: label in 'inputs' object\.$"),
         (
             {"image": [[1, 2]], "label": ["a"], "count": [1], "x": [1]},
             r"Unknown input\(s\) \['x'\]",
         ),
-        ([[1, 2]], "'inputs' must be a JSON object keyed by input name"),
+        (
+            [[1, 2]],
+            r"^inputs is a plain value/list, but expecting an object as multiple input tensors "
+            r"required as per tensorinfo_map",
+        ),
     ],
     ids=["missing", "unknown", "bare-value-for-named-inputs"],
 )
@@ -179,8 +245,22 @@ def test_columnar_inputs_must_match_the_signatures_inputs(inputs: Any, message: 
 
 
 def test_a_body_with_both_instances_and_inputs_is_refused() -> None:
-    with pytest.raises(InvalidArgument, match="Expecting only one of 'inputs' or 'instances'"):
+    with pytest.raises(InvalidArgument) as caught:
         decode({"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]})
+
+    assert caught.value.message == (
+        'JSON Value: {\n    "instances": [[1, 2, 3]],\n    "inputs": [[1, 2, 3]]\n} Not '
+        "formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
+    )
+
+
+def test_instances_that_are_not_a_list_are_refused() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decode({"instances": 1.0})
+
+    assert caught.value.message == (
+        "JSON Value: {\n    \"instances\": 1.0\n} Expecting 'instances' to be an list/array"
+    )
 
 
 def test_a_body_with_neither_instances_nor_inputs_is_refused() -> None:
@@ -201,13 +281,27 @@ def test_an_unknown_signature_name_is_refused() -> None:
 
 
 def test_a_non_string_signature_name_is_refused() -> None:
-    with pytest.raises(InvalidArgument, match="'signature_name' key must be a string"):
+    with pytest.raises(InvalidArgument) as caught:
         decode_predict_body({"signature_name": 3, "instances": [[1, 2, 3]]}, SIGNATURES)
+
+    assert caught.value.message == (
+        'JSON Value: {\n    "signature_name": 3,\n    "instances": [[1, 2, 3]]\n} not '
+        "formatted correctly. 'signature_name' key must be a string value."
+    )
 
 
 def test_a_body_that_is_not_a_json_object_is_refused() -> None:
-    with pytest.raises(InvalidArgument, match="must be a JSON object"):
+    with pytest.raises(InvalidArgument) as caught:
         decode_predict_body([[1, 2, 3]], SIGNATURES)
+
+    assert caught.value.message == "JSON Value: [[1, 2, 3]] Is not object"
+
+
+def test_a_long_body_is_shown_cut_short_in_a_message() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decode_predict_body({"instances": [[1, 2, 3]] * 100_000, "inputs": []}, SIGNATURES)
+
+    assert len(caught.value.message) < 400
 
 
 # -- parse_json ------------------------------------------------------------------------------

@@ -76,6 +76,16 @@ def test_predict_with_make_tensor_proto_and_make_ndarray(channel: grpc.Channel) 
     np.testing.assert_array_equal(tf.make_ndarray(response.outputs["y"]), X * 2)
 
 
+def test_outputs_are_read_from_float_val_as_tf_servings_own_clients_read_them(
+    channel: grpc.Channel,
+) -> None:
+    """mnist_client.py and resnet_client_grpc.py read `outputs[...].float_val`."""
+    response = predict(channel, "scale", x=X)
+
+    assert list(response.outputs["y"].float_val) == (X * 2).reshape(-1).tolist()
+    assert not response.outputs["y"].tensor_content
+
+
 def test_predict_with_typed_value_fields(channel: grpc.Channel) -> None:
     a = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0])
     a.tensor_shape.dim.add(size=1)

@@ -226,7 +226,12 @@ def test_ragged_csv_is_400_naming_the_row(server: FerryProcess) -> None:
 def test_csv_text_for_a_float_model_is_400(server: FerryProcess) -> None:
     response = invoke(server, "a,b,c,d\n", content_type="text/csv")
     assert response.status_code == 400
-    assert response.json() == {"error": "Input 'x' holds strings but the model expects DT_FLOAT"}
+    # The rows reach TF Serving's JSON decoding, which words the error (ferry's detail after).
+    assert response.json() == {
+        "error": "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+        'JSON Value: "a" Type: String is not of expected type: float '
+        "(Input 'x' holds strings but the model expects DT_FLOAT)"
+    }
 
 
 def test_csv_with_an_empty_field_is_400(server: FerryProcess) -> None:

@@ -118,14 +118,15 @@ def rpc_error(call) -> grpc.RpcError:
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 
 
-def test_predict_with_tensor_content_returns_tensor_content_and_the_served_spec(stub) -> None:
+def test_predict_answers_in_the_typed_field_with_the_served_spec(stub) -> None:
     response = stub.predict(predict_request("scale", {"x": X}))
 
     assert response.model_spec.name == "scale"
     assert response.model_spec.version.value == 2
     assert response.model_spec.signature_name == "serving_default"
     output = response.outputs["y"]
-    assert output.tensor_content and not output.float_val
+    # TF Serving's default (AsProtoField); test_tfserving_grpc_outputs.py has every dtype.
+    assert list(output.float_val) == (X * 2).reshape(-1).tolist() and not output.tensor_content
     np.testing.assert_array_equal(outputs_of(response)["y"], X * 2)
 
 
@@ -247,7 +248,11 @@ def test_status_of_an_unknown_model_is_not_found(stub) -> None:
             "Servable not found for request: Latest(nope)",
         ),
         ({"version": 9}, grpc.StatusCode.NOT_FOUND, "Specific(scale, 9)"),
-        ({"input": "z"}, grpc.StatusCode.INVALID_ARGUMENT, "Unknown input(s) ['z']"),
+        (
+            {"input": "z"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Signature input alias: x(feed name: x) not found in request",
+        ),
         (
             {"array": X.astype(np.float64)},
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -260,8 +265,8 @@ def test_status_of_an_unknown_model_is_not_found(stub) -> None:
         ),
         (
             {"signature_name": "other"},
-            grpc.StatusCode.INVALID_ARGUMENT,
-            'Serving signature name: "other" not found',
+            grpc.StatusCode.FAILED_PRECONDITION,
+            'Serving signature key "other" not found.',
         ),
         (
             {"content": b"\x00" * 5},
@@ -312,31 +317,35 @@ def test_missing_model_spec_is_invalid_argument(stub) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "request_type", "response_type"),
+    ("method", "request_type", "response_type", "kind"),
     [
-        ("Classify", "ClassificationRequest", "ClassificationResponse"),
-        ("Regress", "RegressionRequest", "RegressionResponse"),
+        ("Classify", "ClassificationRequest", "ClassificationResponse", "classification"),
+        ("Regress", "RegressionRequest", "RegressionResponse", "regression"),
     ],
 )
-def test_classify_and_regress_are_unimplemented_for_onnx_models(
-    stub, method: str, request_type: str, response_type: str
+def test_classify_and_regress_refuse_a_signature_not_shaped_for_them(
+    stub, method: str, request_type: str, response_type: str, kind: str
 ) -> None:
+    """TF Serving's answer for a signature without an `inputs` tensor of tf.Examples."""
     request = msg(request_type)
     request.model_spec.name = "mlp"
 
     error = rpc_error(lambda: stub.call(method, request, response_type))
 
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "Use Predict" in error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith(
+        f'No {kind} inputs found in SignatureDef: inputs {{\n  key: "x"'
+    )
 
 
-def test_multi_inference_is_unimplemented(stub) -> None:
+def test_multi_inference_refuses_a_task_without_a_classify_or_regress_method(stub) -> None:
     request = msg("MultiInferenceRequest")
     request.tasks.add().model_spec.name = "mlp"
 
     error = rpc_error(lambda: stub.call("MultiInference", request, "MultiInferenceResponse"))
 
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.details() == "Unsupported signature method_name: "
 
 
 def test_reload_config_swaps_the_served_models(stub, model_root: Path) -> None:

@@ -179,10 +179,10 @@ def test_malformed_v1_path_is_400(server: FerryProcess) -> None:
     assert response.json()["error"].startswith("Malformed request: GET /v1/models/scale")
 
 
-def test_classify_is_unimplemented_for_onnx_models(server: FerryProcess) -> None:
-    response = server.post("/v1/models/scale:classify", json={"examples": []})
-    assert response.status_code == 501
-    assert "classify" in response.json()["error"]
+def test_classify_refuses_a_signature_not_shaped_for_it(server: FerryProcess) -> None:
+    response = server.post("/v1/models/scale:classify", json={"examples": [{"x": 1.0}]})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("No classification inputs found in SignatureDef: ")
 
 
 def test_prometheus_metrics_count_requests(server: FerryProcess) -> None:

@@ -140,9 +140,13 @@ def test_classify_errors_name_the_problem(server: FerryProcess) -> None:
         "/v1/models/classifier:classify", json={"signature_name": "regress", "examples": [{}]}
     )
     assert wrong_method.status_code == 400
-    assert "Expected classification signature method_name" in wrong_method.json()["error"]
+    assert wrong_method.json()["error"].startswith(
+        'Expected classification signature outputs to contain at least one of "classes" or '
+        '"scores". Signature was: '
+    )
     no_classifier = server.post("/v1/models/text:classify", json={"examples": [{"x": 1}]})
-    assert no_classifier.status_code == 501
+    assert no_classifier.status_code == 400
+    assert no_classifier.json()["error"].startswith("No classification inputs found")
     missing_feature = server.post("/v1/models/classifier:classify", json={"examples": [{}]})
     assert missing_feature.status_code == 400
     assert "Feature: x" in missing_feature.json()["error"]
@@ -186,7 +190,8 @@ def test_classify_and_regress_over_grpc(server: FerryProcess) -> None:
         request.input.example_list.examples.add()
         with pytest.raises(grpc.RpcError) as error:
             stub.Classify(request, timeout=30)
-        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("No classification inputs found")
 
 
 def test_accelerate_onnx_serves_the_converted_model(server: FerryProcess, repo: dict) -> None:

@@ -16,8 +16,8 @@ HTTP (an ASGI wrapper around the whole app):
 
 gRPC (a grpc.aio server interceptor): metadata `authorization: Bearer <token>`; refused
 calls end with UNAUTHENTICATED (the call carries no valid credentials). V2's ServerLive
-and ServerReady stay open, like the HTTP health paths. gRPC does not take SigV4: no
-gRPC client signs with it.
+and ServerReady and gRPC's standard Health/Check stay open, like the HTTP health paths.
+gRPC does not take SigV4: no gRPC client signs with it.
 
 Scopes: a valid key may still lack the scope its API needs (ferry.auth.keys): the admin
 APIs (ferry.model_control's one list, `is_admin_http` and `ADMIN_GRPC_METHODS`) need
@@ -54,6 +54,9 @@ OPEN_GRPC_METHODS = frozenset(
     {
         "/inference.GRPCInferenceService/ServerLive",
         "/inference.GRPCInferenceService/ServerReady",
+        # gRPC's standard health check (--enable_grpc_healthcheck_service): probes such as
+        # Kubernetes' grpc probe send no credentials.
+        "/grpc.health.v1.Health/Check",
     }
 )
 RUNTIME_PREFIX = "/endpoints/"

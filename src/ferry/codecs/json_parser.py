@@ -29,6 +29,7 @@ import orjson
 import rapidjson
 
 from ferry.errors import InvalidArgument
+from ferry.tfserving_messages import JSON_DOCUMENT_EMPTY
 
 # Native numbers: C doubles and 64-bit integers, as in TF Serving (integers beyond 64 bits
 # become floats there too); 3.5x faster than python-rapidjson's default, which builds
@@ -42,6 +43,8 @@ def parse_json(body: bytes | str) -> Any:
     """A request body as Python values (NaN/Infinity tokens as floats). Raises
     InvalidArgument("JSON Parse error: ...") for anything that is not such JSON, for
     nesting deeper than the parsers take, and for integers too long to read."""
+    if not body:  # TF Serving answers an empty body before parsing it
+        raise InvalidArgument(JSON_DOCUMENT_EMPTY)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -1,10 +1,13 @@
 """TensorFlow's TensorProto: the tensor of TF Serving's gRPC API, to numpy and back.
 
 Inputs are accepted in every form TF clients send: raw bytes in `tensor_content`
-(what `tf.make_tensor_proto` writes for numeric arrays) or the typed `*_val` field of
-the dtype, where a single value stands for a tensor filled with it. Outputs are
-written as `tensor_content` (one memory copy, no per-element work), strings as
-`string_val`. Every error is an InvalidArgument that names the tensor, so a client
+(what `tf.make_tensor_proto` writes for numeric arrays; for DT_STRING, TensorFlow's
+length-prefixed string list) or the typed `*_val` field of the dtype, where a single
+value stands for a tensor filled with it. Outputs are written as TF Serving writes them
+(`Tensor::AsProtoField`): in the dtype's typed field, which TF Serving's own clients
+read (`mnist_client.py` reads `.float_val`); or, with TF Serving's
+`--enable_serialization_as_tensor_content`, as `tensor_content` (`AsProtoTensorContent`,
+strings included). Every error is an InvalidArgument that names the tensor, so a client
 learns which of its inputs was wrong.
 """
 
@@ -16,6 +19,13 @@ from functools import cache
 import numpy as np
 from google.protobuf.message import Message
 
+from ferry import tfserving_messages
+from ferry.codecs.packed_fields import (
+    fixed_width_payload,
+    one_byte_varint_payload,
+    packed_field,
+    varint,
+)
 from ferry.errors import InternalError, InvalidArgument
 from ferry.protos import message_class, pool
 from ferry.tensor_limits import TensorBudget, checked_dims, unlimited
@@ -122,7 +132,7 @@ def _from_content(
     content: bytes, dtype: np.dtype, shape: tuple[int, ...], size: int, name: str
 ) -> np.ndarray:
     if dtype == STRING_DTYPE:
-        raise InvalidArgument(f"Input '{name}': DT_STRING values must be sent in string_val")
+        return _strings_from_content(content, shape, size, name)
     expected_bytes = size * dtype.itemsize
     if len(content) != expected_bytes:
         raise InvalidArgument(
@@ -132,6 +142,70 @@ def _from_content(
     # The wire format is little-endian; on a little-endian host this is a zero-copy view.
     array = np.frombuffer(content, dtype=dtype.newbyteorder("<")).reshape(shape)
     return array if array.dtype == dtype else array.astype(dtype)
+
+
+def _strings_from_content(
+    content: bytes, shape: tuple[int, ...], size: int, name: str
+) -> np.ndarray:
+    """A DT_STRING tensor from TensorFlow's string list (`size` varint lengths, then the
+    bytes), as TF Serving reads it. Every string costs at least one byte, so a shape larger
+    than the content is refused before any work. The lengths are read by numpy, a million
+    at a time: a Python loop took 1.2 s for 4 M strings (string_val: 0.2 s)."""
+    invalid = InvalidArgument(
+        f"Input '{name}': tensor_content is not a list of {size} strings (DT_STRING)"
+    )
+    if size > len(content):
+        raise invalid
+    read = _string_lengths(np.frombuffer(content, dtype=np.uint8), size)
+    if read is None:
+        raise invalid
+    lengths, start = read
+    if start + int(lengths.sum(dtype=np.int64)) != len(content):
+        raise invalid
+    flat = np.empty(size, dtype=object)
+    for first in range(0, size, _STRING_CHUNK):
+        stops = start + np.cumsum(lengths[first : first + _STRING_CHUNK], dtype=np.int64)
+        begins = np.concatenate(([start], stops[:-1])).tolist()
+        flat[first : first + len(stops)] = [
+            content[begin:stop] for begin, stop in zip(begins, stops.tolist(), strict=True)
+        ]
+        start = int(stops[-1])
+    return flat.reshape(shape)
+
+
+# Strings decoded per numpy step: bounds the temporaries (about 100 MB at worst).
+_STRING_CHUNK = 1 << 20
+_VARINT32_BYTES = 5
+
+
+def _string_lengths(raw: np.ndarray, size: int) -> tuple[np.ndarray, int] | None:
+    """The first `size` varint32 values of `raw` and the bytes they take (None when `raw`
+    does not start with that many)."""
+    lengths = np.empty(size, dtype=np.int64)
+    position = 0
+    for first in range(0, size, _STRING_CHUNK):
+        count = min(_STRING_CHUNK, size - first)
+        window = raw[position : position + count * _VARINT32_BYTES]
+        ends = np.flatnonzero(window < 0x80)[:count]  # the last byte of each varint
+        if ends.size < count:
+            return None
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        widths = ends - starts + 1
+        if int(widths.max()) == 1:  # every length below 128: the bytes are the lengths
+            lengths[first : first + count] = window[:count]
+        else:
+            if int(widths.max()) > _VARINT32_BYTES:
+                return None
+            span = int(ends[-1]) + 1
+            owner = np.repeat(np.arange(count), widths)
+            shifts = 7 * (np.arange(span) - np.repeat(starts, widths))
+            groups = (window[:span].astype(np.int64) & 0x7F) << shifts
+            values = np.bincount(owner, weights=groups, minlength=count)  # exact: < 2**53
+            if values.max() > 2**31 - 1:
+                return None
+            lengths[first : first + count] = values
+        position += int(ends[-1]) + 1
+    return lengths, position
 
 
 def _from_values(
@@ -174,23 +248,33 @@ def _numbers(values, field: str, dtype: np.dtype, name: str) -> np.ndarray:
 def decode_inputs(
     tensors: Mapping[str, Message], signature: Signature, budget: TensorBudget | None = None
 ) -> dict[str, np.ndarray]:
-    """Decode a request's input map against a signature and check it (names, dtypes,
-    shapes), each tensor charged to `budget` (None: no byte limit) before it is built."""
-    inputs = {}
-    for name, proto in tensors.items():
-        spec = signature.inputs.get(name)
-        if spec is None:
-            raise InvalidArgument(
-                f"Unknown input(s) ['{name}']; the model expects {sorted(signature.inputs)}"
-            )
-        inputs[name] = decode_tensor(proto, name, spec.dtype, budget)
+    """Decode a request's input map against a signature and check it (names first, in
+    TF Serving's words; then dtypes and shapes), each tensor charged to `budget` (None:
+    no byte limit) before it is built."""
+    mismatch = tfserving_messages.input_names_mismatch(
+        tensors.keys(), {alias: spec.reported_name for alias, spec in signature.inputs.items()}
+    )
+    if mismatch is not None:
+        raise mismatch
+    inputs = {
+        name: decode_tensor(proto, name, signature.inputs[name].dtype, budget)
+        for name, proto in tensors.items()
+    }
     signature.check_inputs(inputs)
     return inputs
 
 
-def encode_tensor(array: np.ndarray, name: str, into: Message | None = None) -> Message:
-    """Write `array` into a TensorProto (`into`, or a new one): numbers as tensor_content,
-    strings as string_val. Raises InternalError for a dtype TF has no type for."""
+def encode_tensor(
+    array: np.ndarray, name: str, into: Message | None = None, *, tensor_content: bool = False
+) -> Message:
+    """Write `array` into a TensorProto (`into`, or a new one) as TF Serving does.
+
+    By default in the dtype's typed field (`_VALUE_FIELD`: float_val, int_val for the
+    small integer types, half_val as bit patterns, string_val, ...). With
+    `tensor_content`, numbers as their little-endian bytes and strings as TensorFlow's
+    string list (every length as a varint, then the bytes), TF Serving's
+    `--enable_serialization_as_tensor_content` form. Raises InternalError for a dtype TF
+    has no type for."""
     proto = into if into is not None else tensor_proto_class()()
     array = np.asarray(array)
     is_text = array.dtype == STRING_DTYPE or array.dtype.kind in "SU"
@@ -201,10 +285,44 @@ def encode_tensor(array: np.ndarray, name: str, into: Message | None = None) -> 
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     if is_text:
-        proto.string_val.extend(
+        strings = [
             item.encode() if isinstance(item, str) else bytes(item) for item in array.reshape(-1)
-        )
-    else:
+        ]
+        if tensor_content:
+            proto.tensor_content = _string_list(strings)
+        else:
+            proto.string_val.extend(strings)
+    elif tensor_content:
         little = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
         proto.tensor_content = little.tobytes()
+    elif array.size:
+        _fill_typed_field(proto, array)
     return proto
+
+
+def _fill_typed_field(proto: Message, array: np.ndarray) -> None:
+    """Put `array`'s values in its dtype's `*_val` field, the fastest way measured
+    (ferry.codecs.packed_fields): a packed field built by numpy and parsed by protobuf
+    where it can be, protobuf's `extend` from a list otherwise."""
+    field = _VALUE_FIELD[array.dtype]
+    if field == "float_val":
+        payload: bytes | None = fixed_width_payload(array, "<f4")
+    elif field == "double_val":
+        payload = fixed_width_payload(array, "<f8")
+    else:
+        values = array.astype("<f2", copy=False).view("<u2") if field == "half_val" else array
+        payload = one_byte_varint_payload(values)
+        if payload is None:
+            getattr(proto, field).extend(values.reshape(-1).tolist())
+            return
+    proto.MergeFromString(packed_field(_field_number(field), payload))
+
+
+@cache
+def _field_number(field: str) -> int:
+    return tensor_proto_class().DESCRIPTOR.fields_by_name[field].number
+
+
+def _string_list(strings: list[bytes]) -> bytes:
+    """TensorFlow's encoding of a DT_STRING tensor in tensor_content."""
+    return b"".join([varint(len(item)) for item in strings] + strings)

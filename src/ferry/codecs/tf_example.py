@@ -1,12 +1,10 @@
-"""TF Serving's Classify and Regress APIs: tf.Example inputs in, classes/scores/values out.
+"""TF Serving's Classify and Regress wire forms: tf.Example inputs in, results out.
 
-A classify or regress signature (method name `tensorflow/serving/classify` or
-`.../regress`, as TF1 `classification_signature_def` / `regression_signature_def` and
-Estimator exports write them) takes one string tensor of serialized `tf.Example`
-protos. So these requests need no runtime support of their own: this module turns the
-REST JSON examples or the gRPC `Input` message into that tensor, the request takes the
-same path as a Predict (checks, batch queue, deadline, metrics), and the outputs
-(`classes` and `scores`, or `outputs`) are turned into TF Serving's results.
+A classify or regress signature takes one string tensor of serialized `tf.Example`
+protos (see example_tasks.py for which signatures qualify). So these requests need no
+runtime support of their own: this module turns the REST JSON examples or the gRPC
+`Input` message into that tensor, the request takes the same path as a Predict (checks,
+batch queue, deadline, metrics), and the outputs become TF Serving's REST results.
 """
 
 from __future__ import annotations
@@ -18,60 +16,24 @@ from typing import Any
 
 import numpy as np
 
-from ferry.errors import InvalidArgument, Unimplemented
+from ferry import tfserving_messages as messages
+from ferry.codecs.example_tasks import CLASSIFY, INPUTS, classify_results, regress_results
+from ferry.errors import InvalidArgument
 from ferry.protos import message_class
 from ferry.tensor_limits import REFERENCE_BYTES, TensorBudget
-from ferry.tensors import STRING_DTYPE, Signature
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-METHOD_NAMES = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
-# TF's output keys for classification and regression signatures (signature_constants).
-CLASSES, SCORES, OUTPUTS = "classes", "scores", "outputs"
-
-
-def example_input(
-    signatures: Mapping[str, Signature], signature_name: str, method: str
-) -> tuple[Signature, str]:
-    """The signature a classify/regress request runs and the name of its examples input.
-
-    UNIMPLEMENTED when the model has no signature of that method at all (ONNX models,
-    Keras-exported SavedModels): there is nothing a client could change in the request.
-    INVALID_ARGUMENT, in TF Serving's words, when the named signature is missing or is
-    of another method.
-    """
-    wanted = METHOD_NAMES[method]
-    if not any(s.method_name == wanted for s in signatures.values()):
-        raise Unimplemented(
-            f"{method} needs a model with a {method} signature (method_name {wanted}) that "
-            "reads tf.Example inputs; this model has none. "
-            "Use Predict (REST: :predict) for this model."
-        )
-    signature = signatures.get(signature_name)
-    if signature is None:
-        raise InvalidArgument(
-            f'Serving signature name: "{signature_name}" not found in signature def'
-        )
-    if signature.method_name != wanted:
-        kind = "classification" if method == "classify" else "regression"
-        raise InvalidArgument(
-            f"Expected {kind} signature method_name to be {wanted}. Was: {signature.method_name}"
-        )
-    strings = [name for name, spec in signature.inputs.items() if spec.dtype == STRING_DTYPE]
-    if len(signature.inputs) != 1 or len(strings) != 1:
-        raise InvalidArgument(
-            f"Expected one input Tensor of serialized tf.Examples in signature "
-            f"'{signature_name}'; found {sorted(signature.inputs)}"
-        )
-    return signature, strings[0]
+# TF Serving's answer to a request without examples (util.cc).
+EMPTY_INPUT = "Input is empty."
 
 
 def serialized_examples(
-    examples: list[bytes], name: str = "examples", budget: TensorBudget | None = None
+    examples: list[bytes], name: str = INPUTS, budget: TensorBudget | None = None
 ) -> np.ndarray:
     """The 1-D string tensor a classify/regress signature reads (input `name`), charged
     to `budget` like any input tensor. The examples themselves were serialized from the
-    request, so its size limit bounds them."""
+    request, so its size limit bounds them. No examples: TF Serving's INVALID_ARGUMENT."""
+    if not examples:
+        raise InvalidArgument(EMPTY_INPUT)
     if budget is not None:
         budget.admit(name, (len(examples),), REFERENCE_BYTES)
     array = np.empty(len(examples), dtype=object)
@@ -91,10 +53,14 @@ def examples_from_json(body: Any, budget: TensorBudget | None = None) -> list[by
     so the result is charged to `budget` before the context is copied into each.
     """
     if not isinstance(body, dict):
-        raise InvalidArgument("JSON Value: the request body must be a JSON object")
-    examples = body.get("examples")
+        raise messages.document_error(messages.JSON_NOT_OBJECT, body)
+    if "examples" not in body:
+        raise messages.document_error(messages.EXAMPLES_MISSING, body)
+    examples = body["examples"]
     if not isinstance(examples, list):
-        raise InvalidArgument("'examples' must be specified as a JSON array of objects")
+        raise messages.document_error(messages.EXAMPLES_NOT_A_LIST, body)
+    if not examples:
+        raise messages.document_error(messages.EXAMPLES_EMPTY, body)
     context = body.get("context")
     if context is not None and not isinstance(context, dict):
         raise InvalidArgument("'context' must be a JSON object")
@@ -102,7 +68,10 @@ def examples_from_json(body: Any, budget: TensorBudget | None = None) -> list[by
     serialized = []
     for index, features in enumerate(examples):
         if not isinstance(features, dict):
-            raise InvalidArgument(f"examples[{index}] must be a JSON object")
+            raise InvalidArgument(
+                messages.EXAMPLE_NOT_OBJECT.format(json_type=messages.json_type_name(features))
+                + f" (examples[{index}])"
+            )
         repeated = sorted(set(features) & set(context or {}))
         if repeated:
             raise InvalidArgument(
@@ -162,60 +131,15 @@ def _bytes(value: str | dict, where: str) -> bytes:
         raise InvalidArgument(f"{where}: invalid base64: {exc}") from None
 
 
-def results_json(method: str, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+def results_json(method: str, outputs: Mapping[str, np.ndarray], num_examples: int) -> list[Any]:
     """TF Serving's REST `results`: per example `[[label, score], ...]` for classify,
     one number for regress."""
-    if method == "classify":
+    if method == CLASSIFY:
         return [
             [[label.decode("utf-8", "replace"), score] for label, score in row]
-            for row in classifications(outputs)
+            for row in classify_results(outputs, num_examples)
         ]
-    return regressions(outputs)
-
-
-# -- results shared by REST and gRPC ----------------------------------------------------
-
-
-def classifications(outputs: Mapping[str, np.ndarray]) -> list[list[tuple[bytes, float]]]:
-    """Per example, its (label, score) pairs; a missing `classes` output gives empty
-    labels and a missing `scores` output zero scores, as in TF Serving."""
-    classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
-    if classes is None and scores is None:
-        raise InvalidArgument(
-            f"classification signature has neither a '{CLASSES}' nor a '{SCORES}' output"
-        )
-    reference = scores if scores is not None else classes
-    assert reference is not None
-    if reference.ndim != 2:
-        raise InvalidArgument(
-            "expected classification outputs of shape [examples, classes]; "
-            f"got {list(reference.shape)}"
-        )
-    rows, width = reference.shape
-    return [
-        [
-            (
-                bytes(classes[i, j]) if classes is not None else b"",
-                float(scores[i, j]) if scores is not None else 0.0,
-            )
-            for j in range(width)
-        ]
-        for i in range(rows)
-    ]
-
-
-def regressions(outputs: Mapping[str, np.ndarray]) -> list[float]:
-    """One value per example from the `outputs` tensor ([examples] or [examples, 1])."""
-    values = outputs.get(OUTPUTS)
-    if values is None:
-        raise InvalidArgument(f"regression signature has no '{OUTPUTS}' output")
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise InvalidArgument(
-            f"expected regression outputs of shape [examples]; got {list(values.shape)}"
-        )
-    return [float(v) for v in values]
+    return regress_results(outputs, num_examples)
 
 
 # -- gRPC -------------------------------------------------------------------------------
@@ -223,7 +147,9 @@ def regressions(outputs: Mapping[str, np.ndarray]) -> list[float]:
 
 def examples_from_input(input_message: Any, budget: TensorBudget | None = None) -> list[bytes]:
     """A `tensorflow.serving.Input` (ExampleList or ExampleListWithContext) serialized
-    per example, the context merged into each (charged to `budget` first)."""
+    per example, the context merged into each (charged to `budget` first). An Input of
+    neither kind has no examples: `serialized_examples` refuses it, after the signature
+    checks, as TF Serving does."""
     kind = input_message.WhichOneof("kind")
     if kind == "example_list":
         return [e.SerializeToString() for e in input_message.example_list.examples]
@@ -232,4 +158,4 @@ def examples_from_input(input_message: Any, budget: TensorBudget | None = None) 
         context = with_context.context.SerializeToString()
         examples = [e.SerializeToString() for e in with_context.examples]
         return _merged(context, examples, budget)
-    raise InvalidArgument("Input is empty")
+    return []

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ferry import tfserving_messages as messages
 from ferry.codecs.float_rows import FloatRows, parse_float_rows
 from ferry.codecs.json_parser import parse_json
 from ferry.errors import InvalidArgument
@@ -40,10 +41,10 @@ class DecodedPredict:
 def signature_name_of(body: Any) -> str:
     """The requested signature name (`serving_default` when absent)."""
     if not isinstance(body, dict):
-        raise InvalidArgument("JSON Value: the request body must be a JSON object")
+        raise messages.document_error(messages.JSON_NOT_OBJECT, body)
     name = body.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(name, str):
-        raise InvalidArgument("'signature_name' key must be a string value.")
+        raise messages.document_error(messages.SIGNATURE_NAME_NOT_STRING, body)
     return name
 
 
@@ -52,7 +53,7 @@ def decode_predict_body(
 ) -> DecodedPredict:
     """Turn a parsed `:predict` body into checked input arrays for one signature, each
     charged to `budget` (the request's `--max_tensor_bytes`; None: no byte limit, for
-    trusted bodies) before it is converted."""
+    trusted bodies) before it is converted. Errors are TF Serving's, checked in its order."""
     budget = budget if budget is not None else unlimited()
     name = signature_name_of(body)
     signature = signatures.get(name)
@@ -61,17 +62,20 @@ def decode_predict_body(
     has_instances = "instances" in body
     has_inputs = "inputs" in body
     if has_instances and has_inputs:
-        raise InvalidArgument(
-            "Expecting only one of 'inputs' or 'instances' keys to exist in the request"
-        )
+        raise messages.document_error(messages.BOTH_INPUTS_AND_INSTANCES, body)
     if has_instances:
-        inputs = _decode_rows(body["instances"], signature, budget)
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise messages.document_error(messages.INSTANCES_NOT_A_LIST, body)
+        if not instances:
+            raise messages.document_error(messages.INSTANCES_EMPTY, body)
+        inputs = _decode_rows(instances, signature, budget)
         request_format = ROW
     elif has_inputs:
         inputs = _decode_columns(body["inputs"], signature, budget)
         request_format = COLUMNAR
     else:
-        raise InvalidArgument("Missing 'inputs' or 'instances' key")
+        raise InvalidArgument(messages.MISSING_INPUTS_OR_INSTANCES)
     signature.check_inputs(inputs)
     return DecodedPredict(name, inputs, request_format)
 
@@ -124,38 +128,42 @@ def _is_b64(value: Any) -> bool:
 
 
 def _decode_rows(
-    instances: Any, signature: Signature, budget: TensorBudget
+    instances: list[Any], signature: Signature, budget: TensorBudget
 ) -> dict[str, np.ndarray]:
-    if not isinstance(instances, list) or not instances:
-        raise InvalidArgument("'instances' must be a non-empty JSON array")
     input_names = list(signature.inputs)
+    if not isinstance(instances[0], dict) and len(input_names) > 1:
+        raise InvalidArgument(
+            f"{messages.PLAIN_INSTANCES_FOR_SEVERAL_INPUTS} (the model's inputs: "
+            f"{', '.join(sorted(input_names))})"
+        )
     named = isinstance(instances[0], dict) and not _is_b64(instances[0])
     if not named:
-        if len(input_names) != 1:
-            raise InvalidArgument(
-                f"The model has {len(input_names)} inputs {sorted(input_names)}: each instance "
-                "must be a JSON object keyed by input name"
-            )
+        for index, instance in enumerate(instances):
+            if isinstance(instance, dict) and not _is_b64(instance):
+                raise InvalidArgument(messages.VALUE_EXPECTED_AT_ITEM.format(index=index))
         name = input_names[0]
-        return {name: _to_array(instances, signature, name, budget)}
+        return {name: _to_array(instances, signature, name, budget, rows=True)}
     expected = set(input_names)
     columns: dict[str, list[Any]] = {name: [] for name in input_names}
     for index, instance in enumerate(instances):
         if not isinstance(instance, dict) or _is_b64(instance):
-            raise InvalidArgument(
-                f"Instance {index} is not a JSON object, but instance 0 is: all instances "
-                "must have the same form"
-            )
+            raise InvalidArgument(messages.OBJECT_EXPECTED_AT_ITEM.format(index=index))
+        unknown = [key for key in instance if key not in expected]
+        if unknown:
+            error = messages.NOT_A_NAMED_INPUT.format(name=unknown[0])
+            raise messages.instance_failed(index, error, key=unknown[0])
         if instance.keys() != expected:
             missing = sorted(expected - instance.keys())
-            extra = sorted(instance.keys() - expected)
             raise InvalidArgument(
-                f"Instance {index} does not match the model's inputs "
-                f"(missing {missing}, unknown {extra}; expected {sorted(expected)})"
+                f"{messages.instance_keys_differ(index, instance, input_names)} "
+                f"(missing: {', '.join(missing)})"
             )
         for name in input_names:
             columns[name].append(instance[name])
-    return {name: _to_array(values, signature, name, budget) for name, values in columns.items()}
+    return {
+        name: _to_array(values, signature, name, budget, rows=True, key=name)
+        for name, values in columns.items()
+    }
 
 
 def _decode_columns(
@@ -165,7 +173,7 @@ def _decode_columns(
     if isinstance(inputs, dict) and not _is_b64(inputs):
         for name in input_names:
             if name not in inputs:
-                raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
+                raise InvalidArgument(messages.MISSING_NAMED_INPUT.format(name=name))
         unknown = sorted(set(inputs) - set(input_names))
         if unknown:
             raise InvalidArgument(
@@ -175,21 +183,85 @@ def _decode_columns(
         return {name: _to_array(inputs[name], signature, name, budget) for name in input_names}
     if len(input_names) != 1:
         raise InvalidArgument(
-            f"The model has {len(input_names)} inputs {sorted(input_names)}: 'inputs' must be "
-            "a JSON object keyed by input name"
+            f"{messages.PLAIN_INPUTS_FOR_SEVERAL_INPUTS} (the model's inputs: "
+            f"{', '.join(sorted(input_names))})"
         )
     name = input_names[0]
     return {name: _to_array(inputs, signature, name, budget)}
 
 
-def _to_array(value: Any, signature: Signature, name: str, budget: TensorBudget) -> np.ndarray:
+class _LeafError(Exception):
+    """A JSON leaf the input cannot hold: TF Serving's text, and which instance it is in
+    (the leaf's index in the outermost list; None for a bare value)."""
+
+    def __init__(self, text: str, index: int | None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.index = index
+
+
+def _to_array(
+    value: Any,
+    signature: Signature,
+    name: str,
+    budget: TensorBudget,
+    rows: bool = False,
+    key: str | None = None,
+) -> np.ndarray:
+    """One input's JSON value as an array of the signature's dtype. A leaf of the wrong
+    type gets TF Serving's error, wrapped as TF Serving wraps it for the row format
+    (`rows`; `key` is the input's name when instances are objects)."""
     dtype = signature.inputs[name].dtype
+    try:
+        if dtype == STRING_DTYPE:
+            value = _decode_b64_leaves(value, name, 0, None)
+        try:
+            return convert_array(value, dtype, name, budget)
+        except InvalidArgument as exc:
+            mistyped = _first_mistyped_leaf(value, dtype)
+            if mistyped is None:
+                raise
+            index, leaf = mistyped
+            raise _LeafError(
+                f"{messages.value_not_of_type(leaf, dtype)} ({exc.message})", index
+            ) from None
+    except _LeafError as leaf_error:
+        if rows and leaf_error.index is not None:
+            raise messages.instance_failed(leaf_error.index, leaf_error.text, key) from None
+        raise InvalidArgument(leaf_error.text) from None
+
+
+def _holds(leaf: Any, dtype: np.dtype) -> bool:
+    """Whether ferry takes this JSON leaf for `dtype` (integral floats count as integers,
+    which TF Serving refuses: ferry is the more lenient there)."""
     if dtype == STRING_DTYPE:
-        value = _decode_b64_leaves(value, name, 0)
-    return convert_array(value, dtype, name, budget)
+        return isinstance(leaf, str | bytes)
+    if dtype.kind == "b":
+        return isinstance(leaf, bool)
+    if isinstance(leaf, bool) or not isinstance(leaf, int | float):
+        return False
+    return dtype.kind == "f" or isinstance(leaf, int) or float(leaf).is_integer()
 
 
-def _decode_b64_leaves(value: Any, name: str, depth: int) -> Any:
+def _first_mistyped_leaf(value: Any, dtype: np.dtype) -> tuple[int | None, Any] | None:
+    """The first leaf (depth first, at most MAX_RANK deep) that `dtype` cannot hold, with
+    its index in the outermost list; None when every leaf fits (the error was another)."""
+    stack: list[tuple[Any, int, int | None]] = [(value, 0, None)]
+    while stack:
+        item, depth, index = stack.pop()
+        if isinstance(item, list):
+            if depth >= MAX_RANK:
+                return None
+            stack.extend(
+                (child, depth + 1, position if depth == 0 else index)
+                for position, child in reversed(list(enumerate(item)))
+            )
+        elif not _holds(item, dtype):
+            return index, item
+    return None
+
+
+def _decode_b64_leaves(value: Any, name: str, depth: int, index: int | None) -> Any:
     if isinstance(value, list):
         # Bounded, so a deeply nested body is refused here rather than by Python's
         # recursion limit (a RecursionError would be a 500).
@@ -198,16 +270,28 @@ def _decode_b64_leaves(value: Any, name: str, depth: int) -> Any:
                 f"Input '{name}' is nested deeper than {MAX_RANK} levels, the largest rank "
                 "a tensor may have"
             )
-        return [_decode_b64_leaves(item, name, depth + 1) for item in value]
-    if _is_b64(value):
-        encoded = value["b64"]
-        if not isinstance(encoded, str):
-            raise InvalidArgument(f"Input '{name}': a 'b64' value must be a string")
+        return [
+            _decode_b64_leaves(item, name, depth + 1, position if depth == 0 else index)
+            for position, item in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        encoded = value.get("b64")
+        if len(value) != 1 or not isinstance(encoded, str):
+            text = messages.BASE64_NOT_FORMATTED.format(value=messages.json_value_text(value))
+            raise _LeafError(text, index)
         try:
-            return base64.b64decode(encoded, validate=True)
+            return base64.b64decode(_padded(encoded), validate=True)
         except binascii.Error as exc:
-            raise InvalidArgument(f"Input '{name}': invalid base64 data: {exc}") from None
+            raise _LeafError(
+                f"{messages.BASE64_UNDECODABLE} (input '{name}': {exc})", index
+            ) from None
     return value
+
+
+def _padded(encoded: str) -> str:
+    """Base64 text with its '=' padding restored: TF Serving (absl::Base64Unescape)
+    takes it with or without."""
+    return encoded + "=" * (-len(encoded) % 4)
 
 
 # -- responses ---------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """TensorFlow Serving's gRPC API, answered as TF Serving answers it.
 
 Services (TF Serving's names, so its generated stubs call ferry unchanged):
-  tensorflow.serving.PredictionService  Predict, GetModelMetadata; Classify and Regress
-                                        (for models with a TF classify/regress signature;
-                                        UNIMPLEMENTED for others); MultiInference answers
-                                        UNIMPLEMENTED
+  tensorflow.serving.PredictionService  Predict, GetModelMetadata; Classify, Regress and
+                                        MultiInference (tf.Examples in, for signatures
+                                        shaped for them: codecs/example_tasks.py)
   tensorflow.serving.ModelService       GetModelStatus, HandleReloadConfigRequest
 
 Handlers take the raw request bytes and parse them here, so a corrupt message is
@@ -21,18 +20,23 @@ import logging
 from pathlib import Path
 
 import grpc
+import numpy as np
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from ferry.codecs.tensor_proto import decode_inputs, dtype_enum, encode_tensor
-from ferry.codecs.tf_example import (
-    classifications,
-    example_input,
-    examples_from_input,
-    regressions,
-    serialized_examples,
+from ferry import tfserving_messages
+from ferry.codecs.example_tasks import (
+    CLASSIFY,
+    REGRESS,
+    ExampleTask,
+    classify_results,
+    example_task,
+    multi_inference_tasks,
+    regress_results,
 )
-from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented
+from ferry.codecs.tensor_proto import decode_inputs, dtype_enum, encode_tensor
+from ferry.codecs.tf_example import examples_from_input, serialized_examples
+from ferry.errors import FerryError, InvalidArgument, NotFound
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
 from ferry.model_config import ConfigError, parse_model_config
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 SIGNATURE_DEF_FIELD = "signature_def"
+# How often a MultiInference starts over when its version retires between its tasks.
+_MULTI_INFERENCE_ATTEMPTS = 3
 
 
 def _msg(name: str) -> type[Message]:
@@ -66,12 +72,17 @@ class TFServingGrpc:
         watcher: RepositoryWatcher,
         control: ModelControl,
         limits: RequestLimits,
+        *,
+        outputs_as_tensor_content: bool = False,
     ) -> None:
         self.manager = manager
         self.inference = inference
         self.watcher = watcher
         self.control = control
         self.limits = limits
+        # --enable_serialization_as_tensor_content: Predict outputs in tensor_content
+        # rather than in the typed *_val fields (TF Serving's default, and ferry's).
+        self.outputs_as_tensor_content = outputs_as_tensor_content
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """Generic handlers for grpc.aio; request bytes are parsed by ferry, not grpc."""
@@ -80,9 +91,7 @@ class TFServingGrpc:
             "GetModelMetadata": self._method(self.get_model_metadata, "GetModelMetadataRequest"),
             "Classify": self._method(self.classify, "ClassificationRequest"),
             "Regress": self._method(self.regress, "RegressionRequest"),
-            "MultiInference": self._method(
-                self._unimplemented("MultiInference"), "MultiInferenceRequest"
-            ),
+            "MultiInference": self._method(self.multi_inference, "MultiInferenceRequest"),
         }
         models = {
             "GetModelStatus": self._method(self.get_model_status, "GetModelStatusRequest"),
@@ -105,9 +114,13 @@ class TFServingGrpc:
         output_filter = list(request.output_filter)
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
-            signature = served.signature(signature_name)
+            # TF Serving's order of checks: signature, inputs, then the output filter.
+            signature = served.signatures.get(signature_name)
+            if signature is None:
+                raise tfserving_messages.signature_key_not_found(signature_name)
+            inputs = decode_inputs(request.inputs, signature, self.limits.budget())
             _check_output_filter(output_filter, signature.outputs)
-            return signature_name, decode_inputs(request.inputs, signature, self.limits.budget())
+            return signature_name, inputs
 
         prediction = await self.inference.predict(
             "grpc", spec.name, version, label, decode, _timeout(context)
@@ -115,7 +128,12 @@ class TFServingGrpc:
         response = _msg("PredictResponse")()
         outputs = prediction.outputs
         for name in output_filter or outputs:
-            encode_tensor(outputs[name], name, into=response.outputs[name])
+            encode_tensor(
+                outputs[name],
+                name,
+                into=response.outputs[name],
+                tensor_content=self.outputs_as_tensor_content,
+            )
         _fill_spec(response.model_spec, spec.name, prediction.version, signature_name)
         return response
 
@@ -151,60 +169,94 @@ class TFServingGrpc:
 
     async def classify(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
         response = _msg("ClassificationResponse")()
-        outputs, version, signature_name = await self._run_examples("classify", request, context)
-        for row in classifications(outputs):
-            entry = response.result.classifications.add()
-            for label, score in row:
-                entry.classes.add(label=label.decode("utf-8", "replace"), score=score)
-        _fill_spec(response.model_spec, request.model_spec.name, version, signature_name)
+        outputs, examples, version, name = await self._run_examples(CLASSIFY, request, context)
+        _fill_classifications(response.result, classify_results(outputs, examples))
+        _fill_spec(response.model_spec, request.model_spec.name, version, name)
         return response
 
     async def regress(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
         response = _msg("RegressionResponse")()
-        outputs, version, signature_name = await self._run_examples("regress", request, context)
-        for value in regressions(outputs):
-            response.result.regressions.add(value=value)
-        _fill_spec(response.model_spec, request.model_spec.name, version, signature_name)
+        outputs, examples, version, name = await self._run_examples(REGRESS, request, context)
+        _fill_regressions(response.result, regress_results(outputs, examples))
+        _fill_spec(response.model_spec, request.model_spec.name, version, name)
         return response
 
     async def _run_examples(
         self, method: str, request: Message, context: grpc.aio.ServicerContext
-    ) -> tuple[dict, int, str]:
+    ) -> tuple[dict, int, int, str]:
         """Classify/Regress: the request's tf.Examples become the signature's serialized
-        input and take the Predict path (same checks, batch queue and deadline)."""
+        input and take the Predict path (same checks, batch queue and deadline). Returns
+        the outputs, the number of examples, the version and the signature name."""
         spec = _model_spec(request)
         version, label = _version_choice(spec)
-        signature_name = spec.signature_name or DEFAULT_SIGNATURE
+        budget = self.limits.budget()
+        examples = examples_from_input(request.input, budget)
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
-            _, input_name = example_input(served.signatures, signature_name, method)
-            budget = self.limits.budget()
-            examples = examples_from_input(request.input, budget)
-            if not examples:
-                raise InvalidArgument("Input is empty")
-            return signature_name, {input_name: serialized_examples(examples, input_name, budget)}
+            task = example_task(served.signatures, spec.signature_name, method)
+            return task.signature_name, task.feeds(serialized_examples(examples, budget=budget))
 
         prediction = await self.inference.predict(
             "grpc", spec.name, version, label, decode, _timeout(context)
         )
-        return prediction.outputs, prediction.version, signature_name
+        return prediction.outputs, len(examples), prediction.version, prediction.signature_name
 
-    def _unimplemented(self, method: str) -> Handler:
-        async def refuse(request: Message, context: grpc.aio.ServicerContext) -> Message:
-            names = (
-                [task.model_spec.name for task in request.tasks]
-                if method == "MultiInference"
-                else [_model_spec(request).name]
-            )
-            for name in names:
-                if not self.manager.has_model(name):
-                    raise NotFound(f"Servable not found for request: Latest({name})")
-            raise Unimplemented(
-                f"{method} needs a model with a TensorFlow classify/regress signature that "
-                "reads tf.Example inputs; ferry's ONNX models have none. Use Predict."
-            )
+    async def multi_inference(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        """Several classify/regress tasks over one set of tf.Examples, on one version of
+        one model (the first task's), each answered as its own Classify/Regress would be.
 
-        return refuse
+        Each task is one run of its signature on the Predict path. The version is chosen
+        once and the other tasks name it; should it retire between the runs (a newer one
+        arrived), the request starts over on the new one, a few times at most."""
+        spec = request.tasks[0].model_spec if request.tasks else _msg("ModelSpec")()
+        version, label = _version_choice(spec)
+        budget = self.limits.budget()
+        examples = examples_from_input(request.input, budget)
+        tensor: np.ndarray | None = None  # built once the tasks passed their checks
+        for attempt in range(_MULTI_INFERENCE_ATTEMPTS):
+            served = self.manager.acquire(spec.name, version, label)
+            try:
+                tasks = multi_inference_tasks(request.tasks, served.signatures)
+                pinned = served.version
+            finally:
+                served.release()
+            if tensor is None:
+                tensor = serialized_examples(examples, budget=budget)
+            try:
+                predictions = await asyncio.gather(
+                    *(self._run_task(spec.name, pinned, task, tensor, context) for task in tasks)
+                )
+                break
+            except NotFound:
+                if version is not None or attempt == _MULTI_INFERENCE_ATTEMPTS - 1:
+                    raise
+        response = _msg("MultiInferenceResponse")()
+        for task, outputs in zip(tasks, predictions, strict=True):
+            result = response.results.add()
+            if task.method == CLASSIFY:
+                _fill_classifications(
+                    result.classification_result, classify_results(outputs, len(examples))
+                )
+            else:
+                _fill_regressions(result.regression_result, regress_results(outputs, len(examples)))
+            _fill_spec(result.model_spec, spec.name, pinned, task.signature_name)
+        return response
+
+    async def _run_task(
+        self,
+        model: str,
+        version: int,
+        task: ExampleTask,
+        examples: np.ndarray,
+        context: grpc.aio.ServicerContext,
+    ) -> dict[str, np.ndarray]:
+        def decode(served: ServedVersion) -> tuple[str, dict]:
+            return task.signature_name, task.feeds(examples)
+
+        prediction = await self.inference.predict(
+            "grpc", model, version, None, decode, _timeout(context)
+        )
+        return prediction.outputs
 
     # -- ModelService ---------------------------------------------------------------------
 
@@ -273,6 +325,18 @@ class TFServingGrpc:
         return failed.error_code.value, f"model {model}: {failed.error_message}"
 
 
+def _fill_classifications(result: Message, rows: list[list[tuple[bytes, float]]]) -> None:
+    for row in rows:
+        entry = result.classifications.add()
+        for label, score in row:
+            entry.classes.add(label=label.decode("utf-8", "replace"), score=score)
+
+
+def _fill_regressions(result: Message, values: list[float]) -> None:
+    for value in values:
+        result.regressions.add(value=value)
+
+
 def _model_spec(request: Message) -> Message:
     if not request.HasField("model_spec"):
         raise InvalidArgument("Missing ModelSpec")
@@ -320,7 +384,7 @@ def _fill_spec(spec: Message, name: str, version: int, signature_name: str) -> N
 
 
 def _fill_tensor_info(info: Message, tensor: TensorSpec) -> None:
-    info.name = tensor.name
+    info.name = tensor.reported_name  # the graph tensor's (`x:0`) where the model has one
     info.dtype = dtype_enum(tensor.dtype)
     if tensor.shape is None:
         info.tensor_shape.unknown_rank = True

@@ -20,12 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.codecs.tf_example import (
-    example_input,
-    examples_from_json,
-    results_json,
-    serialized_examples,
-)
+from ferry.codecs.example_tasks import example_task
+from ferry.codecs.tf_example import examples_from_json, results_json, serialized_examples
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
     PredictBody,
@@ -49,6 +45,7 @@ from ferry.protocols.http_util import (
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 from ferry.tensors import TensorSpec, tf_dtype_name
+from ferry.tfserving_messages import rest_version
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +143,7 @@ class TFServingRest:
         method = match["method"].lower()
         if method not in ("predict", "classify", "regress"):
             raise InvalidArgument(f"Malformed request: POST {path}")
+        rest_version(match["version"])  # the path's errors come first, as in TF Serving
         raw = await read_body(scope, receive, self.limits.max_request_bytes)
         if method != "predict":
             return await self._classify_or_regress(method, match, parse_json(raw)), JSON, []
@@ -157,7 +155,7 @@ class TFServingRest:
             decoded = body.decode(served.signatures, self.limits.budget())
             return decoded.signature_name, decoded.inputs
 
-        version = int(match["version"]) if match["version"] else None
+        version = rest_version(match["version"])
         prediction = await self.inference.predict(
             "rest", match["model"], version, match["label"], decode
         )
@@ -166,26 +164,26 @@ class TFServingRest:
 
     async def _classify_or_regress(self, method: str, match: re.Match[str], body: object) -> bytes:
         """`:classify` / `:regress`: the examples become the signature's serialized
-        tf.Example input and take the Predict path; `{"results": [...]}` comes back."""
+        tf.Example input and take the Predict path; `{"results": [...]}` comes back.
+        The body is read before the signature is looked at, as TF Serving does."""
+        budget = self.limits.budget()
+        examples = examples_from_json(body, budget)
+        signature_name = signature_name_of(body)
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
-            name = signature_name_of(body)
-            _, input_name = example_input(served.signatures, name, method)
-            budget = self.limits.budget()
-            examples = examples_from_json(body, budget)
-            if not examples:
-                raise InvalidArgument("Input is empty")
-            return name, {input_name: serialized_examples(examples, input_name, budget)}
+            task = example_task(served.signatures, signature_name, method)
+            return task.signature_name, task.feeds(serialized_examples(examples, budget=budget))
 
-        version = int(match["version"]) if match["version"] else None
+        version = rest_version(match["version"])
         prediction = await self.inference.predict(
             "rest", match["model"], version, match["label"], decode
         )
-        return orjson.dumps({"results": results_json(method, prediction.outputs)}, option=_PRETTY)
+        results = results_json(method, prediction.outputs, len(examples))
+        return orjson.dumps({"results": results}, option=_PRETTY)
 
     def _get(self, match: re.Match[str]) -> Response:
         model, label = match["model"], match["label"]
-        version = int(match["version"]) if match["version"] else None
+        version = rest_version(match["version"])
         if match["metadata"]:
             served = self.manager.acquire(model, version, label)
             try:
@@ -236,7 +234,8 @@ def _tensor_info(spec: TensorSpec) -> dict:
             "unknown_rank": False,
         }
     )
-    return {"dtype": tf_dtype_name(spec.dtype), "tensor_shape": shape, "name": spec.name}
+    # The graph tensor's name (`x:0`) where the model has one, as TF Serving reports it.
+    return {"dtype": tf_dtype_name(spec.dtype), "tensor_shape": shape, "name": spec.reported_name}
 
 
 def _metadata(served: ServedVersion) -> dict:

@@ -1,5 +1,14 @@
 """TensorFlow SavedModels (`saved_model.pb`) through TensorFlow, as TF Serving serves them.
 
+Two kinds of SavedModel, told apart by one rule (`has_object_graph`):
+- TF2 exports (`tf.saved_model.save`, Keras `model.export`) record an object graph of
+  their tf.functions and variables; they load with `tf.saved_model.load` and each
+  signature runs as its concrete function, which checks shapes as ferry does.
+- TF1-era exports (`SavedModelBuilder`, Estimator, TF Serving's `half_plus_two` and
+  `half_plus_three`) have no object graph; they load as a session bundle
+  (runtimes/session_bundle.py), signatures run by tensor name, and the graph decides
+  which shapes it takes (`Signature.runtime_checks_shapes`), as in TF Serving.
+
 Every signature def of the `serve` meta graph is served under its own name
 (`serving_default` and named ones), with the dtypes and shapes the signature declares
 (-1 for a dimension of any size) and its method name (predict, classify, regress), so
@@ -31,6 +40,7 @@ import numpy as np
 from ferry.errors import InvalidArgument
 from ferry.runtimes.base import Runtime, RuntimeOptions
 from ferry.runtimes.optional import import_framework
+from ferry.runtimes.session_bundle import SessionBundle
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE, Signature, TensorSpec, tf_dtype_name
 
 log = logging.getLogger(__name__)
@@ -65,6 +75,7 @@ class TensorFlowRuntime(Runtime):
         self._loaded: Any = None
         self._functions: dict[str, Any] = {}
         self._signatures: dict[str, Signature] = {}
+        self._bundle: SessionBundle | None = None  # TF1-era models only
 
     @classmethod
     def can_load(cls, version_dir: Path) -> bool:
@@ -76,6 +87,9 @@ class TensorFlowRuntime(Runtime):
         saved_model = read_saved_model(self.version_dir)
         check_ops(saved_model)
         signature_defs = serve_signature_defs(saved_model)
+        if not has_object_graph(saved_model):
+            self._load_session_bundle(tf, signature_defs)
+            return
         loaded = tf.saved_model.load(str(self.version_dir), tags=[SERVE_TAG])
         functions: dict[str, Any] = {}
         signatures: dict[str, Signature] = {}
@@ -93,11 +107,34 @@ class TensorFlowRuntime(Runtime):
         self._tf, self._loaded = tf, loaded
         self._functions, self._signatures = functions, signatures
 
+    def _load_session_bundle(self, tf: ModuleType, signature_defs: dict[str, Any]) -> None:
+        """A TF1-era SavedModel into its own Session, as TF Serving loads every SavedModel."""
+        served = {k: v for k, v in signature_defs.items() if k not in _INTERNAL_SIGNATURES}
+        bundle = SessionBundle.load(tf, self.version_dir, SERVE_TAG, served, self.options)
+        try:
+            signatures = {
+                name: signature_from_def(tf, name, served[name], runtime_checks_shapes=True)
+                for name in sorted(bundle.signature_names)
+            }
+        except BaseException:
+            bundle.close()
+            raise
+        if not signatures:
+            bundle.close()
+            raise ValueError(
+                f"the SavedModel in {self.version_dir} has no serving signatures "
+                f"(signature defs: {sorted(signature_defs)}); add one with "
+                "builder.add_meta_graph_and_variables(..., signature_def_map=...)"
+            )
+        self._tf, self._bundle, self._signatures = tf, bundle, signatures
+
     @property
     def signatures(self) -> dict[str, Signature]:
         return self._signatures
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._bundle is not None:
+            return self._run_session_bundle(self._bundle, signature_name, inputs)
         tf, function = self._tf, self._functions.get(signature_name)
         if tf is None or function is None:
             raise RuntimeError("model is not loaded")
@@ -114,13 +151,34 @@ class TensorFlowRuntime(Runtime):
             # out of range): a 400 with TF's own sentence, as TF Serving answers.
             raise InvalidArgument(short_tf_message(exc)) from None
 
+    def _run_session_bundle(
+        self, bundle: SessionBundle, signature_name: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """One Session run. The graph took the request's shapes as they came; what it
+        cannot take is an INVALID_ARGUMENT with TF's own sentence, as TF Serving answers."""
+        tf, signature = self._tf, self._signatures[signature_name]
+        try:
+            return run_in_fixed_batches(
+                signature, inputs, lambda feeds: bundle.run(signature_name, feeds)
+            )
+        except tf.errors.InvalidArgumentError as exc:
+            raise InvalidArgument(short_tf_message(exc)) from None
+
     def export_onnx(self, path: Path) -> None:
+        if self._bundle is not None:
+            raise NotImplementedError(
+                "TF1-era SavedModels (no object graph) run as a session bundle and are not "
+                "exported to ONNX; re-export the model with tf.saved_model.save to accelerate it"
+            )
         if self._tf is None:
             raise RuntimeError("model is not loaded")
         signature = self._signatures[DEFAULT_SIGNATURE]
         export_function_onnx(self._tf, self._functions[DEFAULT_SIGNATURE], signature, path)
 
     def unload(self) -> None:
+        if self._bundle is not None:
+            self._bundle.close()
+            self._bundle = None
         self._functions = {}
         self._loaded = None
         self._tf = None
@@ -192,13 +250,26 @@ def check_ops(saved_model: Any) -> None:
         )
 
 
-def serve_signature_defs(saved_model: Any) -> dict[str, Any]:
-    """The `serve` meta graph's signature defs."""
+def has_object_graph(saved_model: Any) -> bool:
+    """The rule that picks the loader: True when the `serve` meta graph records an object
+    graph (a TF2 export: tf.functions and variables to restore as Python objects, for
+    `tf.saved_model.load`); False for TF1-era exports, which run as a session bundle."""
+    meta_graph = serve_meta_graph(saved_model)
+    return len(meta_graph.object_graph_def.nodes) > 0
+
+
+def serve_meta_graph(saved_model: Any) -> Any:
+    """The meta graph tagged `serve` (the one TF Serving loads)."""
     for meta_graph in saved_model.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return dict(meta_graph.signature_def)
+            return meta_graph
     tags = [list(m.meta_info_def.tags) for m in saved_model.meta_graphs]
     raise ValueError(f"the SavedModel has no meta graph tagged '{SERVE_TAG}' (tags: {tags})")
+
+
+def serve_signature_defs(saved_model: Any) -> dict[str, Any]:
+    """The `serve` meta graph's signature defs."""
+    return dict(serve_meta_graph(saved_model).signature_def)
 
 
 def numpy_dtype_of(tf: ModuleType, dtype: Any, what: str) -> np.dtype:
@@ -215,23 +286,28 @@ def numpy_dtype_of(tf: ModuleType, dtype: Any, what: str) -> np.dtype:
     return result
 
 
-def signature_from_def(tf: ModuleType, name: str, signature_def: Any) -> Signature:
-    """A ferry Signature from a SignatureDef proto (shapes: -1 for unknown dimensions)."""
+def signature_from_def(
+    tf: ModuleType, name: str, signature_def: Any, runtime_checks_shapes: bool = False
+) -> Signature:
+    """A ferry Signature from a SignatureDef proto (shapes: -1 for unknown dimensions; a
+    TensorInfo without a shape, as old exports write, is of unknown rank). Each spec keeps
+    its graph tensor's name (`x:0`), which metadata reports as TF Serving does."""
 
     def spec(key: str, info: Any, kind: str) -> TensorSpec:
         dtype = numpy_dtype_of(tf, info.dtype, f"signature '{name}' {kind} '{key}'")
         shape_proto = info.tensor_shape
         shape = (
             None
-            if shape_proto.unknown_rank
+            if shape_proto.unknown_rank or not info.HasField("tensor_shape")
             else tuple(d.size if d.size >= 0 else -1 for d in shape_proto.dim)
         )
-        return TensorSpec(key, dtype, shape)
+        return TensorSpec(key, dtype, shape, tensor_name=info.name)
 
     return Signature(
         inputs={k: spec(k, v, "input") for k, v in sorted(signature_def.inputs.items())},
         outputs={k: spec(k, v, "output") for k, v in sorted(signature_def.outputs.items())},
         method_name=signature_def.method_name or "tensorflow/serving/predict",
+        runtime_checks_shapes=runtime_checks_shapes,
     )
 
 
