@@ -251,11 +251,13 @@ def decode_inputs(
     """Decode a request's input map against a signature and check it (names first, in
     TF Serving's words; then dtypes and shapes), each tensor charged to `budget` (None:
     no byte limit) before it is built."""
-    mismatch = tfserving_messages.input_names_mismatch(
-        tensors.keys(), {alias: spec.reported_name for alias, spec in signature.inputs.items()}
-    )
-    if mismatch is not None:
-        raise mismatch
+    if tensors.keys() != signature.inputs.keys():  # the alias table only for the error
+        mismatch = tfserving_messages.input_names_mismatch(
+            tensors.keys(),
+            {alias: spec.reported_name for alias, spec in signature.inputs.items()},
+        )
+        if mismatch is not None:
+            raise mismatch
     inputs = {
         name: decode_tensor(proto, name, signature.inputs[name].dtype, budget)
         for name, proto in tensors.items()

@@ -143,10 +143,11 @@ class TFServingRest:
         method = match["method"].lower()
         if method not in ("predict", "classify", "regress"):
             raise InvalidArgument(f"Malformed request: POST {path}")
-        rest_version(match["version"])  # the path's errors come first, as in TF Serving
+        version = rest_version(match["version"])  # the path's errors first, as TF Serving
         raw = await read_body(scope, receive, self.limits.max_request_bytes)
         if method != "predict":
-            return await self._classify_or_regress(method, match, parse_json(raw)), JSON, []
+            answer = await self._classify_or_regress(method, match, version, parse_json(raw))
+            return answer, JSON, []
         body = PredictBody(raw)
         decoded: DecodedPredict | None = None
 
@@ -155,14 +156,15 @@ class TFServingRest:
             decoded = body.decode(served.signatures, self.limits.budget())
             return decoded.signature_name, decoded.inputs
 
-        version = rest_version(match["version"])
         prediction = await self.inference.predict(
             "rest", match["model"], version, match["label"], decode
         )
         assert decoded is not None
         return encode_predict_response(prediction.outputs, decoded.format), JSON, []
 
-    async def _classify_or_regress(self, method: str, match: re.Match[str], body: object) -> bytes:
+    async def _classify_or_regress(
+        self, method: str, match: re.Match[str], version: int | None, body: object
+    ) -> bytes:
         """`:classify` / `:regress`: the examples become the signature's serialized
         tf.Example input and take the Predict path; `{"results": [...]}` comes back.
         The body is read before the signature is looked at, as TF Serving does."""
@@ -174,7 +176,6 @@ class TFServingRest:
             task = example_task(served.signatures, signature_name, method)
             return task.signature_name, task.feeds(serialized_examples(examples, budget=budget))
 
-        version = rest_version(match["version"])
         prediction = await self.inference.predict(
             "rest", match["model"], version, match["label"], decode
         )
