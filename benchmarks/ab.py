@@ -11,6 +11,7 @@ Usage::
     .venv/bin/python benchmarks/ab.py                      # HEAD vs the working tree
     .venv/bin/python benchmarks/ab.py --baseline main~3 --rounds 7 --connections 64
     .venv/bin/python benchmarks/ab.py --ferry-arg=--enable_batching=false
+    .venv/bin/python benchmarks/ab.py --protocol grpc --model mlp_large   # h2load, TF gRPC
 
 The baseline is checked out with `git worktree add` into a temporary folder (removed at
 the end) and served by the same interpreter and packages through PYTHONPATH. Besides
@@ -36,10 +37,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from loadgen import predict_body, run_wrk, write_script  # noqa: E402
-from servers import HOST, free_port, running_server  # noqa: E402
+from loadgen import LoadResult, run_h2load, run_wrk, write_script  # noqa: E402
+from protocols import CHECKS, PROTOCOLS, model_case, target_url, write_payload  # noqa: E402
+from servers import HOST, Server, free_port, running_server  # noqa: E402
 
 from ferry.examples import build_examples  # noqa: E402
+from ferry.runtimes.base import RuntimeOptions  # noqa: E402
 
 INPUT_WIDTH = {"mlp_small": 784, "mlp_large": 1024}
 
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="HEAD", help="git revision to compare against")
     parser.add_argument("--model", default="mlp_small", choices=sorted(INPUT_WIDTH))
+    parser.add_argument("--protocol", default="rest", choices=["rest", "grpc", "v2bin"])
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -89,41 +93,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         root = work / "models"
         build_examples(root, [args.model])
-        body_file = work / "body.json"
-        body_file.write_bytes(predict_body(INPUT_WIDTH[args.model]))
-        script = write_script(work / "post.lua", body_file, {"Content-Type": "application/json"})
-        probes = {args.model: body_file.read_bytes()}
+        case = model_case(
+            args.model, root / args.model / "1" / "model.onnx", INPUT_WIDTH[args.model],
+            RuntimeOptions(),
+        )  # fmt: skip
+        protocol = PROTOCOLS[args.protocol]
+        payload = write_payload(protocol, case, work)
+        script = write_script(work / "post.lua", payload.body_file, payload.headers)
+        # The readiness probe is always TF REST JSON; the load is the chosen protocol.
+        probes = {args.model: write_payload(PROTOCOLS["rest"], case, work).body_file.read_bytes()}
         sides = {"baseline": tree / "src", "this tree": REPO / "src"}
         rates: dict[str, list[float]] = {name: [] for name in sides}
         cpu_us: dict[str, list[float]] = {name: [] for name in sides}
         with contextlib.ExitStack() as stack:
             servers = {}
             for name, src in sides.items():
-                port = free_port()
+                port, grpc_port = free_port(), free_port()
                 env = {**os.environ, "PYTHONPATH": str(src)}
                 servers[name] = stack.enter_context(
                     running_server(
                         name,
-                        serve_argv(root, port, free_port(), args.ferry_args),
+                        serve_argv(root, port, grpc_port, args.ferry_args),
                         port,
                         work / f"{name.replace(' ', '_')}.log",
                         probes,
                         env=env,
+                        grpc_port=grpc_port,
                     )
                 )
-            url = f"http://{HOST}:{{port}}/v1/models/{args.model}:predict"
+
+            for server in servers.values():  # a real client gets the right answer first
+                CHECKS[protocol.name](case, server.port, server.grpc_port)
+
+            def load(server: Server) -> LoadResult:
+                url = target_url(protocol, case, server.port, server.grpc_port)
+                if protocol.tool == "h2load":
+                    return run_h2load(
+                        url, payload.body_file, payload.headers, args.connections, 1,
+                        args.seconds, work / "h2load.log",
+                    )  # fmt: skip
+                return run_wrk(url, script, args.connections, args.seconds)
+
             for round_number in range(args.rounds):
                 # Alternate who goes first, so drift within a round favours neither.
                 order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
                 for name in order:
                     process = psutil.Process(servers[name].pid)
                     before = sum(process.cpu_times()[:2])
-                    result = run_wrk(
-                        url.format(port=servers[name].port),
-                        script,
-                        args.connections,
-                        args.seconds,
-                    )
+                    result = load(servers[name])
                     spent = sum(process.cpu_times()[:2]) - before
                     if result.errors:
                         print(f"{name}: {result.errors} errors", file=sys.stderr)
@@ -139,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratios = [b / a for a, b in zip(rates["baseline"], rates["this tree"], strict=True)]
         cpu = [b / a for a, b in zip(cpu_us["baseline"], cpu_us["this tree"], strict=True)]
         print(
-            f"{args.model} c{args.connections}, {args.rounds} rounds of {args.seconds:.0f} s: "
+            f"{args.model} {protocol.label} c{args.connections}, "
+            f"{args.rounds} rounds of {args.seconds:.0f} s: "
             f"req/s this tree / {args.baseline} = {statistics.median(ratios):.3f} (median; "
             f"min {min(ratios):.3f}, max {max(ratios):.3f}); server CPU per request "
             f"{statistics.median(cpu):.3f} (median; min {min(cpu):.3f}, max {max(cpu):.3f})"

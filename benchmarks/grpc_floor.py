@@ -59,7 +59,7 @@ def request_frame() -> bytes:
     request = message_class("tensorflow.serving.PredictRequest")()
     request.model_spec.name = "mlp_small"
     row = instance_values(WIDTH).reshape(1, -1)
-    encode_tensor(row, "input", into=request.inputs["input"])
+    encode_tensor(row, "input", into=request.inputs["input"], tensor_content=True)
     return grpc_frame(request.SerializeToString())
 
 

@@ -85,10 +85,17 @@ def model_case(model: str, model_file: Path, width: int, options: RuntimeOptions
 
 def grpc_predict_request(case: ModelCase) -> bytes:
     """A serialized tensorflow.serving.PredictRequest: model `case.model`, default
-    signature, one float32 [1, width] input written as tensor_content."""
+    signature, one float32 [1, width] input written as tensor_content, as
+    `tf.make_tensor_proto` writes it (ferry's encoder writes the typed float_val field by
+    default, as TF Serving's answers do, so tensor_content is asked for explicitly)."""
     request = message_class("tensorflow.serving.PredictRequest")()
     request.model_spec.name = case.model
-    encode_tensor(case.row.reshape(1, -1), case.input_name, into=request.inputs[case.input_name])
+    encode_tensor(
+        case.row.reshape(1, -1),
+        case.input_name,
+        into=request.inputs[case.input_name],
+        tensor_content=True,
+    )
     return request.SerializeToString()
 
 
