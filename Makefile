@@ -9,7 +9,8 @@ MODELS ?= models
 HOST ?= 0.0.0.0
 PORT ?= 8501
 
-.PHONY: serve test bench bench-quant bench-frameworks bench-deploy lint protos clean
+.PHONY: serve test bench bench-quant bench-frameworks bench-deploy bench-cluster cluster-tools \
+	perf-analyzer lint protos clean
 
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
@@ -30,7 +31,11 @@ serve: $(SERVE_STAMP)
 	$(BIN)/ferry examples $(MODELS)
 	$(BIN)/ferry serve $(MODELS) --host $(HOST) --rest_api_port $(PORT)
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) cluster-tools
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(echo "installing chromium and chromium-driver (Debian packages, for the status page test)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
@@ -41,6 +46,13 @@ bench: $(TEST_STAMP)
 		apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
 		sudo apt-get install -y -qq nghttp2-client)
 	$(BIN)/python benchmarks/run.py
+
+# perf_analyzer for tests/compat/test_perf_analyzer.py and `make bench`: where the host's
+# glibc is older than its wheels' 2.38, a Debian trixie root in ~/.cache/ferry (debootstrap;
+# needs root and the network, 1-3 min and 270 MB once). The tests and the benchmark build it
+# on first use anyway; this builds it ahead.
+perf-analyzer: $(TEST_STAMP)
+	$(BIN)/python tests/support/perf_analyzer_root.py
 
 # Quantization and lite models on load_digits (QUICK=1 for shorter timings); needs the
 # test extras (TensorFlow/Keras, scikit-learn). Report: benchmarks/results/quantization.md
@@ -63,6 +75,23 @@ bench-deploy: $(TEST_STAMP)
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
 		apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/deploy.py $(if $(QUICK),--quick)
+
+# The cluster tests and benchmark (docs/cluster.md) need HAProxy and wrk (Debian packages);
+# without root (no network namespaces) the tests skip, so a failed install is no error here.
+cluster-tools:
+	@command -v haproxy >/dev/null || (echo "installing haproxy (Debian package)"; \
+		apt-get install -y -qq haproxy >/dev/null 2>&1 || \
+		sudo -n apt-get install -y -qq haproxy >/dev/null 2>&1 || true)
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		sudo -n apt-get install -y -qq wrk >/dev/null 2>&1 || true)
+
+# Three replicas in network namespaces behind HAProxy, sharing moto's S3 with SQS events:
+# throughput at 1-3 replicas, failed requests on replica loss and rolling restarts, time
+# for a new version to reach every replica (QUICK=1 for shorter runs); needs root.
+# Report: benchmarks/results/cluster.md
+bench-cluster: $(TEST_STAMP) cluster-tools
+	$(BIN)/python benchmarks/cluster.py $(if $(QUICK),--quick)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks

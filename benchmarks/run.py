@@ -24,7 +24,8 @@ Usage::
     .venv/bin/python benchmarks/run.py --ferry-arg=--allow_spinning=true \\
         --ferry-arg=--batching_parameters_file=/path/batching.txt
 
-The report is printed and written to benchmarks/results/latest.md (git-ignored).
+The report is printed and written to benchmarks/results/latest.md (git-ignored), with
+perf_analyzer's section (benchmarks/perf_analyzer.py) at its end unless --no-perf-analyzer.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ sys.path.insert(0, str(HERE))
 
 from ceiling import measure_model  # noqa: E402
 from loadgen import LoadError, LoadResult, predict_body, run_h2load, run_wrk, write_script  # noqa: E402
+from perf_analyzer import section as perf_analyzer_section  # noqa: E402
 from protocols import (  # noqa: E402
     CHECKS,
     PROTOCOLS,
@@ -146,6 +148,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ferry-arg", action="append", default=[], metavar="ARG",
         help="extra argument for `ferry serve` (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--perf-analyzer", action=argparse.BooleanOptionalAction, default=True,
+        help="append perf_analyzer on mlp_small (V2 HTTP, gRPC, stream; c1 and c8) to the "
+        "report (benchmarks/perf_analyzer.py; default: on)",
     )  # fmt: skip
     parser.add_argument(
         "--output",
@@ -516,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(args)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = render(report, f"ferry benchmark, {stamp}")
+    if args.perf_analyzer:
+        # After run(): every server above has stopped, so perf_analyzer's ferry is alone.
+        text += "\n" + perf_analyzer_section(args.quick)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

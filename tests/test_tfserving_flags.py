@@ -76,8 +76,6 @@ TF_SERVING_FLAGS = {
 ALREADY_SO = {
     "enable_per_model_batching_parameters",
     "per_process_gpu_memory_fraction",
-    "saved_model_tags",
-    "enable_signature_method_name_check",
     "xla_cpu_compilation_enabled",
     "xla_gpu_compilation_enabled",
     "mixed_precision",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ferry import tfserving_flags
+from ferry import sagemaker_flags, tfserving_flags
 from ferry import transport_limits as limits
 from ferry.batching import BatchingConfig
 from ferry.consent import CODE_ENV, PICKLE_ENV, ExecutionConsent
@@ -22,6 +22,7 @@ from ferry.model_config import (
     load_batching_file,
 )
 from ferry.model_options import ModelOptions
+from ferry.protocols import v2_extension_flags
 from ferry.repository.location import (
     S3_EXTRA_HINT,
     BasePath,
@@ -32,12 +33,14 @@ from ferry.repository.location import (
 )
 from ferry.repository.sagemaker_catalog import DEFAULT_MODEL_DIR as DEFAULT_SAGEMAKER_MODEL_DIR
 from ferry.runtimes import RuntimeOptions
+from ferry.sagemaker_env import CONTAINER_GRPC_PORT, SAGEMAKER_MAX_REQUEST_BYTES
 from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, TENSOR_BYTES_PER_REQUEST_BYTE
 
 if TYPE_CHECKING:
     from ferry.protocols.sagemaker import SageMakerOptions
     from ferry.protocols.sagemaker_handlers import InferenceHandlers
     from ferry.repository.catalog import ModelCatalog
+    from ferry.sagemaker_env import SageMakerEnvironment
 
 # TF Serving spells booleans `--flag=true|false`; `--flag` alone means true.
 _BOOL = {"type": click.BOOL, "is_flag": False, "flag_value": True}
@@ -302,6 +305,15 @@ def main() -> None:
     help="How long an outgoing version may finish its in-flight requests.",
 )
 @click.option(
+    "--drain_grace_seconds",
+    type=click.FloatRange(min=0.0, max=3600.0),
+    default=0.0,
+    show_default=True,
+    help="After SIGTERM, answer readiness with 503 but keep serving this long before the "
+    "listeners close, so load balancers and Kubernetes endpoints stop sending first "
+    "(a second signal drains at once).",
+)
+@click.option(
     "--allow_code",
     multiple=True,
     metavar="MODEL[,MODEL...]",
@@ -377,6 +389,8 @@ def main() -> None:
     show_default=True,
 )
 @tfserving_flags.tfserving_flag_options
+@sagemaker_flags.sagemaker_flag_options
+@v2_extension_flags.v2_extension_flag_options
 def serve(
     root: Path | None,
     model_name: str | None,
@@ -412,6 +426,7 @@ def serve(
     enable_model_warmup: bool,
     enable_serialization_as_tensor_content: bool,
     unload_drain_timeout_seconds: float,
+    drain_grace_seconds: float,
     allow_code: tuple[str, ...],
     allow_pickle: tuple[str, ...],
     sagemaker: bool,
@@ -450,6 +465,7 @@ def serve(
     if len(sources) > 1:
         raise click.UsageError("give only one of ROOT, --model_base_path, --model_config_file")
     sagemaker_options = None
+    multi_model = None
     object_store = ObjectStoreOptions(s3_endpoint_url, model_cache_dir, s3_event_queue_url)
     if (
         s3_event_queue_url or any(isinstance(x, S3Url) for x in sources)
@@ -463,8 +479,37 @@ def serve(
                     "--sagemaker serves --sagemaker_model_dir: give no ROOT, "
                     "--model_base_path or --model_config_file"
                 )
-            catalog, sagemaker_options = _sagemaker_catalog(sagemaker_model_dir.resolve(), consent)
-            rest_api_port = _sagemaker_port(rest_api_port)
+            environment = _sagemaker_environment()
+            extras = sagemaker_flags.resolve(
+                click.get_current_context(), True, object_store, _model_roots(model_roots)
+            )
+            multi_model = extras.multi_model
+            if multi_model is not None:
+                if enable_model_control:
+                    raise click.UsageError(
+                        "a multi-model endpoint's model control is its MME API "
+                        "(POST /models, DELETE /models/NAME): drop --enable_model_control"
+                    )
+                from ferry.protocols.sagemaker import SageMakerOptions
+
+                # No model loads at start-up; the MME API and TargetModel load them.
+                catalog = FixedCatalog([])
+                file_system_poll_wait_seconds = 0
+                sagemaker_options = SageMakerOptions(
+                    handlers=_sagemaker_handlers(multi_model.model_dir, consent, extras)
+                )
+            else:
+                catalog, sagemaker_options = _sagemaker_catalog(
+                    sagemaker_model_dir.resolve(), consent, environment.default_model, extras
+                )
+            rest_api_port = _sagemaker_port(rest_api_port, environment.bind_to_port)
+            grpc_port = _sagemaker_grpc_port(grpc_port, environment.grpc_port)
+            intra_op_threads = intra_op_threads or environment.intra_op_threads
+            inter_op_threads = inter_op_threads or environment.inter_op_threads
+            if _is_default("rest_api_timeout_in_ms"):
+                rest_api_timeout_in_ms = environment.request_timeout_seconds * 1000
+            if _is_default("max_request_bytes"):
+                max_request_bytes = SAGEMAKER_MAX_REQUEST_BYTES
         elif model_config_file is not None:
             catalog = ConfigFileCatalog(model_config_file, model_config_file_poll_wait_seconds)
         elif model_base_path is not None:
@@ -489,6 +534,8 @@ def serve(
         batching = BatchingConfig(enabled=enable_batching, fill_under_load=batch_fill_under_load)
         if batching_parameters_file is not None:
             batching = load_batching_file(batching_parameters_file, batching)
+        if sagemaker:
+            batching = environment.batching_over(batching)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     options = ServerOptions(
@@ -501,15 +548,24 @@ def serve(
         max_tensor_bytes=max_tensor_bytes,
         rest_api_timeout_in_ms=rest_api_timeout_in_ms,
         enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
+        drain_grace_seconds=drain_grace_seconds,
         manager=ManagerOptions(
-            runtime=RuntimeOptions(intra_op_threads, inter_op_threads, allow_spinning),
+            runtime=RuntimeOptions(
+                intra_op_threads,
+                inter_op_threads,
+                allow_spinning,
+                saved_model_tags=tfs.saved_model_tags,
+                prefer_tflite_model=tfs.prefer_tflite_model,
+            ),
             batching=batching,
             enable_warmup=enable_model_warmup,
+            warmup_iterations=tfs.warmup_iterations,
             drain_timeout_seconds=unload_drain_timeout_seconds,
             model_defaults=ModelOptions(accelerate="" if accelerate == "none" else accelerate),
             consent=consent,
         ),
         sagemaker=sagemaker_options,
+        multi_model=multi_model,
         auth_file=auth_file,
         http_limits=limits.HttpLimits(
             max_header_bytes=max_header_bytes,
@@ -535,6 +591,8 @@ def serve(
         grpc_tls=tfs.grpc_tls,
         rest_api_enable_cors_support=tfs.rest_api_enable_cors_support,
         enable_grpc_healthcheck_service=tfs.enable_grpc_healthcheck_service,
+        v2_extensions=v2_extension_flags.resolve(click.get_current_context()),
+        enable_signature_method_name_check=tfs.enable_signature_method_name_check,
     )
     from ferry.auth.keys import KeyFileError
 
@@ -596,11 +654,33 @@ def _execution_consent(
     return consent
 
 
+def _sagemaker_environment() -> SageMakerEnvironment:
+    """The SageMaker container's variables (`ferry.sagemaker_env`), logged as read; a
+    value the container refuses stops start-up, as it stops the container."""
+    from ferry.sagemaker_env import SageMakerEnvError, read_environment
+
+    try:
+        environment = read_environment()
+    except SageMakerEnvError as exc:
+        raise click.ClickException(str(exc)) from None
+    environment.log_notes()
+    return environment
+
+
+def _is_default(parameter: str) -> bool:
+    """Whether a `ferry serve` flag was left at its default (SageMaker's env may set it)."""
+    source = click.get_current_context().get_parameter_source(parameter)
+    return source is click.core.ParameterSource.DEFAULT
+
+
 def _sagemaker_catalog(
-    model_dir: Path, consent: ExecutionConsent
+    model_dir: Path,
+    consent: ExecutionConsent,
+    default_model: str,
+    extras: sagemaker_flags.SageMakerExtras,
 ) -> tuple[ModelCatalog, SageMakerOptions]:
-    """The SageMaker model folder's catalog (checked now, so a bad folder fails at
-    start-up as the container does) and the default model from the container's env."""
+    """The SageMaker model folder's catalog (checked now, so a bad folder or an unknown
+    default model fails at start-up as in the container) and the default model."""
     from ferry.protocols.sagemaker import SageMakerOptions
     from ferry.repository.sagemaker_catalog import (
         SageMakerModelDirCatalog,
@@ -613,35 +693,45 @@ def _sagemaker_catalog(
             "no model version folders under %s yet: /ping answers 503 until one appears",
             model_dir,
         )
-    default_model = os.environ.get("SAGEMAKER_TFS_DEFAULT_MODEL_NAME", "")
+    from ferry.sagemaker_env import SageMakerEnvError, check_default_model
+
+    try:
+        check_default_model(default_model, [spec.name for spec in found], model_dir)
+    except SageMakerEnvError as exc:
+        raise click.ClickException(str(exc)) from None
     return SageMakerModelDirCatalog(model_dir), SageMakerOptions(
-        default_model=default_model, handlers=_sagemaker_handlers(model_dir, consent)
+        default_model=default_model, handlers=_sagemaker_handlers(model_dir, consent, extras)
     )
 
 
-def _sagemaker_handlers(model_dir: Path, consent: ExecutionConsent) -> InferenceHandlers | None:
-    """`code/inference.py`'s handlers; a refused or broken file stops start-up, as a
-    broken inference.py stops the container."""
+def _sagemaker_handlers(
+    model_dir: Path, consent: ExecutionConsent, extras: sagemaker_flags.SageMakerExtras
+) -> InferenceHandlers | None:
+    """`code/inference.py`'s handlers (code/requirements.txt installed first when the
+    operator allows it); a refused or broken file, or a failed pip, stops start-up, as
+    in the container."""
     from ferry.protocols.sagemaker_handlers import load_handlers
 
     try:
-        return load_handlers(model_dir, consent)
+        return load_handlers(model_dir, consent, extras.requirements)
     except Exception as exc:
         raise click.ClickException(f"code/inference.py: {type(exc).__name__}: {exc}") from exc
 
 
-def _sagemaker_port(rest_api_port: int) -> int:
+def _sagemaker_port(rest_api_port: int, bind_to_port: int | None) -> int:
     """SAGEMAKER_BIND_TO_PORT (SageMaker's instruction, so it wins), else an explicit
     --rest_api_port, else 8080, the port SageMaker calls."""
-    bind_to = os.environ.get("SAGEMAKER_BIND_TO_PORT")
-    if bind_to:
-        if not bind_to.isdigit():
-            raise click.UsageError(f"SAGEMAKER_BIND_TO_PORT is not a port number: {bind_to!r}")
-        return int(bind_to)
-    source = click.get_current_context().get_parameter_source("rest_api_port")
-    if source is click.core.ParameterSource.DEFAULT:
-        return SAGEMAKER_PORT
-    return rest_api_port
+    if bind_to_port is not None:
+        return bind_to_port
+    return SAGEMAKER_PORT if _is_default("rest_api_port") else rest_api_port
+
+
+def _sagemaker_grpc_port(grpc_port: int, safe_range_port: int | None) -> int:
+    """SAGEMAKER_SAFE_PORT_RANGE's first port (SageMaker's instruction, so it wins), else
+    an explicit --port, else 9000, the container's TF Serving gRPC port."""
+    if safe_range_port is not None:
+        return safe_range_port
+    return CONTAINER_GRPC_PORT if _is_default("grpc_port") else grpc_port
 
 
 @main.command()
@@ -680,8 +770,11 @@ main.add_command(cli_storage.unpack)
 main.add_command(cli_storage.push)
 main.add_command(cli_storage.pull)
 
-from ferry.deploy import cli_sagemaker  # noqa: E402 - light: click only, boto3 on use
+# Light: click only; boto3 and PyYAML load on use.
+from ferry.deploy import cli_kubernetes, cli_sagemaker  # noqa: E402
 
+cli_sagemaker.deploy.add_command(cli_kubernetes.deploy_kubernetes)
+cli_sagemaker.deploy.add_command(cli_kubernetes.deploy_kserve)
 main.add_command(cli_sagemaker.deploy)
 main.add_command(cli_sagemaker.endpoints)
 main.add_command(cli_sagemaker.invoke)

@@ -79,6 +79,11 @@ class FailedPrecondition(FerryError):
     code = StatusCode.FAILED_PRECONDITION
 
 
+class UnsupportedEncoding(Unimplemented):
+    """The request body's Content-Encoding is one ferry cannot decode; the V2 answer
+    also names the encodings it can (Triton's `Accept-Encoding: gzip, deflate`)."""
+
+
 class InternalError(FerryError):
     """The model raised at run time or returned something unusable."""
 
@@ -89,6 +94,12 @@ class ResourceExhausted(FerryError):
     """The request exceeds a configured limit (for example the request body size)."""
 
     code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class AlreadyExists(FerryError):
+    """What the request would create exists already (a shared memory region's name)."""
+
+    code = StatusCode.ALREADY_EXISTS
 
 
 class PermissionDenied(FerryError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import threading
@@ -27,17 +28,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf.message import Message
+
 from ferry.batching import BatchingConfig
 from ferry.consent import ExecutionConsent
 from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode
 from ferry.metrics import Metrics
 from ferry.model_config import BATCHING_FILE_NAME, ModelSpec, load_batching_file
 from ferry.model_options import ModelOptions, load_model_options
+from ferry.repository.policy import VersionPolicy
 from ferry.repository.source import StoredVersion
 from ferry.runtimes import RuntimeOptions, runtime_for
 from ferry.runtimes.accelerate import accelerate_onnx
 from ferry.runtimes.precision import serve_precision
+from ferry.runtimes.reshaped import ReshapedRuntime
 from ferry.served_version import ServedVersion, VersionState
+from ferry.tensors import DEFAULT_SIGNATURE
+from ferry.triton_config import (
+    TritonModelConfig,
+    build_config,
+    config_fingerprint,
+    read_model_config,
+)
 from ferry.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -103,6 +115,8 @@ class ManagerOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     enable_warmup: bool = True
+    # TF Serving's --num_request_iterations_for_warmup: runs of each recorded request.
+    warmup_iterations: int = 1
     drain_timeout_seconds: float = 60.0
     # Defaults for every model's `ferry.toml` (e.g. `--accelerate onnx` for all models).
     model_defaults: ModelOptions = field(default_factory=ModelOptions)
@@ -122,6 +136,12 @@ class ModelManager:
         self._lock = threading.RLock()
         self._retiring: set[threading.Thread] = set()
         self.initial_sync_done = threading.Event()
+        # Triton config overrides from load requests, by model: (generation, ModelConfig).
+        # An override replaces the model's config.pbtxt until the next override, as in
+        # Triton; a new generation makes every version of the model load again.
+        self._config_overrides: dict[str, tuple[int, Message]] = {}
+        self._override_generation = 0
+        self._built_overrides: dict[str, tuple[tuple, TritonModelConfig]] = {}
 
     # -- requests (hot path) ----------------------------------------------------------
 
@@ -244,7 +264,7 @@ class ModelManager:
                     spec.policy.describe(),
                 )
             model.spec = spec
-        aspired = spec.policy.select(stored)
+        aspired = self._policy_for(spec, stored).select(stored)
         # Newest first, so the version that "latest" requests want is routable soonest.
         for version in sorted(aspired, reverse=True):
             self._load_if_needed(model, stored[version])
@@ -260,6 +280,31 @@ class ModelManager:
             self._publish(model)
         for served in retired:
             self._retire_async(model, served)
+
+    def set_config_override(
+        self, name: str, message: Message
+    ) -> tuple[int, tuple[int, Message] | None]:
+        """Load `name` with this ModelConfig instead of its config.pbtxt from the next
+        sync on; returns the override's generation (see `loaded_override`) and the
+        override it replaced (for `restore_config_override`)."""
+        with self._lock:
+            previous = self._config_overrides.get(name)
+            self._override_generation += 1
+            self._config_overrides[name] = (self._override_generation, message)
+            return self._override_generation, previous
+
+    def restore_config_override(self, name: str, previous: tuple[int, Message] | None) -> None:
+        """Put back the override `set_config_override` replaced (a refused override)."""
+        with self._lock:
+            if previous is None:
+                self._config_overrides.pop(name, None)
+            else:
+                self._config_overrides[name] = previous
+
+    def loaded_override(self, served: ServedVersion) -> int:
+        """The generation of the config override `served` loaded with (0: none)."""
+        fingerprint = served.stored.fingerprint
+        return fingerprint[-1] if isinstance(fingerprint, tuple) and fingerprint else 0
 
     def remove_model(self, name: str, reason: str = "removed from configuration") -> None:
         """Stop serving every version of a model (no longer configured, or shutting down)."""
@@ -291,6 +336,7 @@ class ModelManager:
 
     def _load_if_needed(self, model: _Model, stored: StoredVersion) -> None:
         name, version = model.spec.name, stored.version
+        stored = self._with_config_fingerprint(name, stored)
         with self._lock:
             current = model.serving.get(version)
             record = model.records.get(version)
@@ -358,10 +404,29 @@ class ModelManager:
             self._option_folders(stored), self.options.model_defaults
         )
         consent = self.options.consent.for_model(spec.name, spec.trusted)
-        runtime = runtime_for(
-            stored.path, self.options.runtime, spec.platform, model_options, consent
-        )
+        triton = self._triton_config(spec.name, stored)
+        platform = spec.platform
+        if triton is not None:
+            platform = platform or triton.runtime_platform
+            model_options = model_options.model_copy(
+                update={"batch_dimension": triton.batch_dimension}
+            )
+        runtime = runtime_for(stored.path, self.options.runtime, platform, model_options, consent)
         runtime.load()
+        if triton is not None:
+            signatures = runtime.signatures
+            try:
+                triton.check_against(
+                    spec.name, signatures.get(DEFAULT_SIGNATURE) or next(iter(signatures.values()))
+                )
+                reshaped_inputs, reshaped_outputs = triton.reshapes()
+                if reshaped_inputs or reshaped_outputs:
+                    runtime = ReshapedRuntime(
+                        runtime, reshaped_inputs, reshaped_outputs, triton.max_batch_size > 0
+                    )
+            except Exception:
+                runtime.unload()
+                raise
         if model_options.accelerate == "onnx":
             runtime = accelerate_onnx(
                 runtime, self.options.runtime, model_options.accelerate_tolerance
@@ -370,14 +435,57 @@ class ModelManager:
             runtime = serve_precision(runtime, self.options.runtime, model_options.precision)
         try:
             if self.options.enable_warmup:
-                warm_up(runtime)
+                warm_up(runtime, self.options.warmup_iterations)
         except Exception as exc:
             runtime.unload()
             raise RuntimeError(f"warm-up failed: {type(exc).__name__}: {exc}") from exc
         batching = self._batching_for(spec, stored)
+        if triton is not None:
+            batching = triton.batching(batching)
         observer = self.metrics.batch_observer(spec.name, stored.version)
-        return ServedVersion(
+        served = ServedVersion(
             spec.name, stored, runtime, batching, observer, model_options.batch_dimension
+        )
+        served.triton_config = triton
+        return served
+
+    # -- Triton's config.pbtxt (ferry.triton_config) ------------------------------------
+
+    def _triton_config(self, name: str, stored: StoredVersion) -> TritonModelConfig | None:
+        """The load-request override, else the model folder's config.pbtxt, else None."""
+        with self._lock:
+            override = self._config_overrides.get(name)
+        if override is None:
+            return read_model_config(stored.model_dir, name)
+        key = (override[0], stored.model_dir)
+        built = self._built_overrides.get(name)
+        if built is None or built[0] != key:
+            # Built once per override and folder, so its warnings are logged once.
+            built = (key, build_config(override[1], name, stored.model_dir, "config override"))
+            self._built_overrides[name] = built
+        return built[1]
+
+    def _policy_for(self, spec: ModelSpec, stored: dict[int, StoredVersion]) -> VersionPolicy:
+        """The Triton config's version_policy where it sets one, else the spec's. A config
+        that does not parse leaves the spec's policy (its load then fails, saying why)."""
+        if not stored:
+            return spec.policy
+        try:
+            triton = self._triton_config(spec.name, next(iter(stored.values())))
+            policy = triton.policy() if triton is not None else None
+        except FerryError:
+            return spec.policy
+        return policy or spec.policy
+
+    def _with_config_fingerprint(self, name: str, stored: StoredVersion) -> StoredVersion:
+        """`stored` with the config file's state and the override's generation added to its
+        fingerprint, so an edited config.pbtxt or a new override reloads the version."""
+        with self._lock:
+            override = self._config_overrides.get(name)
+        generation = override[0] if override is not None else 0
+        return dataclasses.replace(
+            stored,
+            fingerprint=(stored.fingerprint, config_fingerprint(stored.model_dir), generation),
         )
 
     def _batching_for(self, spec: ModelSpec, stored: StoredVersion) -> BatchingConfig:

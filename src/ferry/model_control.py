@@ -42,17 +42,23 @@ ADMIN_GRPC_METHODS = frozenset(
 )
 _REPOSITORY_PREFIX = "/v2/repository/"
 _REPOSITORY_INDEX = "/v2/repository/index"  # read-only: stays an `infer` API
+_MME_MODELS = "/models"  # SageMaker multi-model endpoints (ferry.protocols.sagemaker_mme)
 
 
 def is_admin_http(method: str, path: str) -> bool:
     """Whether an HTTP request reaches an admin API. Over-inclusive on purpose: every
     POST under /v2/repository/ but the index, in any letter case, decoded the way the
-    V2 handler decodes it (once more when '%' is left), so no spelling slips past."""
-    if method != "POST":
+    V2 handler decodes it (once more when '%' is left), so no spelling slips past; and
+    a multi-model endpoint's load and unload (`POST /models`, `DELETE /models/NAME`)."""
+    if method not in ("POST", "DELETE"):
         return False
     if "%" in path:
         path = unquote(path)
     path = path.lower()
+    if method == "DELETE":
+        return path.startswith(_MME_MODELS + "/")
+    if path.rstrip("/") == _MME_MODELS:
+        return True
     return path.startswith(_REPOSITORY_PREFIX) and path.rstrip("/") != _REPOSITORY_INDEX
 
 

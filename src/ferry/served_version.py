@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
@@ -20,6 +21,9 @@ from ferry.repository.source import StoredVersion
 from ferry.runtimes import Runtime
 from ferry.stats import VersionStats
 from ferry.tensors import Signature
+
+if TYPE_CHECKING:
+    from ferry.triton_config import TritonModelConfig
 
 
 class VersionState(Enum):
@@ -63,6 +67,9 @@ class ServedVersion:
         self._accepting = True
         self._lock = threading.Condition()
         self.loaded_at = time.time()
+        # The model's Triton config.pbtxt (or load-request override) it loaded with, if any:
+        # what the V2 config API reports and where classification labels come from.
+        self.triton_config: TritonModelConfig | None = None
 
     @property
     def signatures(self) -> dict[str, Signature]:

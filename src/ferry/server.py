@@ -38,18 +38,26 @@ from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
 from ferry.model_control import ModelControl
 from ferry.protocols.cors import CorsApp
+from ferry.protocols.dashboard import Dashboard
 from ferry.protocols.grpc_health import GrpcHealth
 from ferry.protocols.http_limits import enforce_deadlines, limited_protocol, sweep_interval
 from ferry.protocols.http_util import Receive, Scope, Send
 from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
+from ferry.protocols.sagemaker_handlers import LoopbackAddress
+from ferry.protocols.sagemaker_mme import MODELS_PREFIX, MultiModelEndpoint, MultiModelOptions
+from ferry.protocols.sagemaker_proxy import TfsProxyPath
 from ferry.protocols.sagemaker_runtime import RUNTIME_PREFIX, SageMakerRuntime
+from ferry.protocols.shared_memory import SharedMemoryRegistry
 from ferry.protocols.tfserving_grpc import TFServingGrpc
 from ferry.protocols.tfserving_rest import TFServingRest, error_parts
+from ferry.protocols.v2_extension_flags import V2ExtensionOptions
 from ferry.protocols.v2_grpc import V2Grpc
 from ferry.protocols.v2_models import V2Models
 from ferry.protocols.v2_rest import V2Rest
+from ferry.protocols.v2_shared_memory_api import SharedMemoryApi
 from ferry.repository.catalog import ModelCatalog
 from ferry.repository.location import BasePath, ObjectStoreOptions
+from ferry.repository.mme_cache import LoadedModelCache
 from ferry.repository.watcher import RepositoryWatcher
 from ferry.served_version import VersionState
 from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, RequestLimits
@@ -122,6 +130,15 @@ class ServerOptions:
     rest_api_enable_cors_support: bool = False
     # `--enable_grpc_healthcheck_service`: grpc.health.v1 Check (ferry.protocols.grpc_health).
     enable_grpc_healthcheck_service: bool = False
+    # Triton's shared memory and streaming limits (ferry.protocols.v2_extension_flags).
+    v2_extensions: V2ExtensionOptions = field(default_factory=V2ExtensionOptions)
+    # `--sagemaker` with SAGEMAKER_MULTI_MODEL=true: the MME API (ferry.protocols.sagemaker_mme).
+    multi_model: MultiModelOptions | None = None
+    # `--enable_signature_method_name_check`: signatures must declare the method called.
+    enable_signature_method_name_check: bool = False
+    # `--drain_grace_seconds`: after SIGTERM, answer "not ready" but keep serving this long
+    # before the listeners close, so balancers see readiness fail first (cluster.md).
+    drain_grace_seconds: float = 0.0
 
 
 class FerryServer:
@@ -154,14 +171,23 @@ class FerryServer:
             if options.auth_file is not None
             else None
         )
+        # Client-registered shared memory regions, shared by V2 REST and gRPC.
+        self.shared_memory = SharedMemoryApi(
+            SharedMemoryRegistry(options.v2_extensions.shared_memory)
+        )
         self.app = self._build_app()
 
     def is_ready(self) -> bool:
         return self.manager.is_ready() and not self._shutting_down.is_set()
 
-    def _build_app(self) -> HttpApp | HttpAuth | CorsApp:
-        rest = TFServingRest(self.manager, self.inference, self.request_limits)
-        v2 = V2Rest(self._v2_models(), self.inference, self.request_limits)
+    def _build_app(self) -> HttpApp | TfsProxyPath | HttpAuth | CorsApp:
+        rest = TFServingRest(
+            self.manager,
+            self.inference,
+            self.request_limits,
+            check_method_names=self.options.enable_signature_method_name_check,
+        )
+        v2 = V2Rest(self._v2_models(), self.inference, self.request_limits, self.shared_memory)
 
         async def prometheus(request: Request) -> Response:
             return Response(self.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
@@ -169,6 +195,7 @@ class FerryServer:
         routes = [*rest.routes(), *v2.routes()]
         if self.options.prometheus_path is not None:
             routes.append(Route(self.options.prometheus_path, prometheus, methods=["GET"]))
+        routes.extend(Dashboard(self.manager, self.metrics).routes())
         fast_posts: list[tuple[str, PostHandler]] = [
             ("/v1/", rest.handle_post),
             ("/v2/", v2.handle_post),
@@ -179,21 +206,40 @@ class FerryServer:
             self.request_limits,
             self.options.sagemaker or SageMakerOptions(),
             self.is_ready,
+            LoopbackAddress(self.options.host, self.options.rest_api_port, self.options.grpc_port),
         )
         # SageMaker's runtime API (InvokeEndpoint) is always served: boto3's
         # sagemaker-runtime client works against any ferry server.
         runtime = SageMakerRuntime(self.manager, sagemaker, self.is_ready)
         fast_posts.append((RUNTIME_PREFIX, runtime.handle_post))
-        if self.options.sagemaker is not None:
+        multi_model = self._multi_model_endpoint(sagemaker)
+        if multi_model is not None:
+            runtime.multi_model = multi_model
+            routes.extend(multi_model.routes())
+            fast_posts.append((INVOCATIONS_PATH, multi_model.handle_invocations))
+            fast_posts.append((MODELS_PREFIX, multi_model.handle_invoke))
+        elif self.options.sagemaker is not None:
             routes.extend(sagemaker.routes())
             fast_posts.append((INVOCATIONS_PATH, sagemaker.handle_post))
-        app: HttpApp | HttpAuth = HttpApp(fast_posts, Starlette(routes=routes))
+        app: HttpApp | TfsProxyPath | HttpAuth = HttpApp(fast_posts, Starlette(routes=routes))
+        if self.options.sagemaker is not None:
+            app = TfsProxyPath(app)  # the container's /tfs/v1/ path to TF Serving's REST API
         if self.authenticator is not None:
             app = HttpAuth(app, self.authenticator, self.options.max_request_bytes)
         if self.options.rest_api_enable_cors_support:
             # Outside --auth: a browser's preflight carries no credentials and runs nothing.
             return CorsApp(app, error_parts)
         return app
+
+    def _multi_model_endpoint(self, sagemaker: SageMakerInvocations) -> MultiModelEndpoint | None:
+        """The MME API over a cache of loaded models (None on a single-model server)."""
+        options = self.options.multi_model
+        if options is None:
+            return None
+        self.model_cache = LoadedModelCache(self.manager, options.limits)
+        return MultiModelEndpoint(
+            self.model_cache, sagemaker, options, self.options.object_store, self.is_ready
+        )
 
     def grpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The gRPC services of every protocol module, served on `--port`."""
@@ -205,8 +251,15 @@ class FerryServer:
                 self.model_control,
                 self.request_limits,
                 outputs_as_tensor_content=self.options.enable_serialization_as_tensor_content,
+                check_method_names=self.options.enable_signature_method_name_check,
             ).handlers(),
-            *V2Grpc(self._v2_models(), self.inference, self.request_limits).handlers(),
+            *V2Grpc(
+                self._v2_models(),
+                self.inference,
+                self.request_limits,
+                self.shared_memory,
+                self.options.v2_extensions.max_in_flight_per_stream,
+            ).handlers(),
             *(
                 GrpcHealth(self.is_ready).handlers()
                 if self.options.enable_grpc_healthcheck_service
@@ -216,7 +269,13 @@ class FerryServer:
 
     def _v2_models(self) -> V2Models:
         """The V2 model queries (stateless, so REST and gRPC may each have one)."""
-        return V2Models(self.manager, self.watcher, self.is_ready, self.model_control)
+        return V2Models(
+            self.manager,
+            self.watcher,
+            self.is_ready,
+            self.model_control,
+            shared_memory=self.options.v2_extensions.shared_memory.enabled,
+        )
 
     async def _start_grpc(self, limits: GrpcLimits) -> grpc.aio.Server | None:
         handlers = self.grpc_handlers()
@@ -334,6 +393,8 @@ class FerryServer:
             config,
             on_signal=lambda: loop.call_soon_threadsafe(on_signal),
             deadline_sweep=sweep_interval(http_limits),
+            on_not_ready=self._shutting_down.set,
+            grace_seconds=self.options.drain_grace_seconds,
         )
         log.info("REST API on http://%s:%d", self.options.host, self.options.rest_api_port)
         try:
@@ -349,6 +410,7 @@ class FerryServer:
     def _stop_models(self) -> None:
         self.watcher.stop()
         self.manager.shutdown()
+        self.shared_memory.registry.close()
 
 
 def first_load_summary(manager: ModelManager) -> str:
@@ -397,11 +459,21 @@ class _GracefulServer(uvicorn.Server):
     """uvicorn's server, minus re-raising the caught signal after shutdown: ferry finishes
     its own drain (unloading models) and then exits with status 0."""
 
-    def __init__(self, config: uvicorn.Config, on_signal, deadline_sweep: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_signal,
+        deadline_sweep: float,
+        on_not_ready: Callable[[], None] = lambda: None,
+        grace_seconds: float = 0.0,
+    ) -> None:
         super().__init__(config)
         self._on_signal = on_signal
         self._deadline_sweep = deadline_sweep
         self._deadlines: asyncio.Task | None = None
+        self._on_not_ready = on_not_ready
+        self._grace_seconds = grace_seconds
+        self._grace: threading.Timer | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -429,5 +501,22 @@ class _GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame) -> None:
+        """The first signal with a drain grace only turns readiness off; the drain itself
+        (listeners closed, gRPC stopped, models unloaded) starts when the grace ends, or
+        at once on a second signal. Without a grace a balancer learns of the drain from
+        refused connections, which one that does not retry (kube-proxy) passes on as
+        failed requests; with one its readiness checks take the replica out first."""
+        if self._grace_seconds > 0 and self._grace is None:
+            self._on_not_ready()
+            self._grace = threading.Timer(self._grace_seconds, self._drain, (sig, frame))
+            self._grace.daemon = True
+            self._grace.start()
+            log.info("not ready; draining in %.1fs (--drain_grace_seconds)", self._grace_seconds)
+            return
+        if self._grace is not None:
+            self._grace.cancel()
+        self._drain(sig, frame)
+
+    def _drain(self, sig: int, frame) -> None:
         self._on_signal()
         super().handle_exit(sig, frame)

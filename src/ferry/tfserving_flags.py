@@ -80,6 +80,16 @@ FLAGS: tuple[TFServingFlag, ...] = (
                   "threads per model run and across graph nodes, where "
                   "--tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism are 0",
                   honoured=True),
+    TFServingFlag("saved_model_tags", str, "",
+                  "comma-separated tags of the SavedModel meta graph to load", honoured=True),
+    TFServingFlag("num_request_iterations_for_warmup", int, 0,
+                  "times each recorded warm-up request runs (0: once)", honoured=True),
+    TFServingFlag("prefer_tflite_model", bool, False,
+                  "serve a version folder's model.tflite rather than its saved_model.pb",
+                  honoured=True),
+    TFServingFlag("enable_signature_method_name_check", bool, False,
+                  "a signature must declare the method it is called for (Predict: any of "
+                  "predict, classify, regress)", honoured=True),
     TFServingFlag("use_alts_credentials", bool, False,
                   "ferry has no ALTS: true stops start-up rather than serve gRPC without the "
                   "credentials asked for", honoured=True, same_as=False),
@@ -108,24 +118,14 @@ FLAGS: tuple[TFServingFlag, ...] = (
                   "--model_config_file restricts the choice)"),
     TFServingFlag("per_process_gpu_memory_fraction", float, 0.0,
                   "ferry runs models on the CPU", same_as=0.0),
-    TFServingFlag("saved_model_tags", str, "",
-                  "ferry loads a SavedModel's `serve` meta graph", same_as="serve"),
     TFServingFlag("grpc_max_threads", int, "4 x CPUs",
                   "ferry's gRPC runs on its event loop; --grpc_max_concurrent_rpcs bounds calls"),
-    TFServingFlag("num_request_iterations_for_warmup", int, 0,
-                  "ferry replays each warm-up record once"),
     TFServingFlag("remove_unused_fields_from_bundle_metagraph", bool, True,
                   "ferry keeps no MetaGraphDef after load"),
-    TFServingFlag("prefer_tflite_model", bool, False,
-                  "ferry serves a version folder's model.tflite when the folder has no "
-                  "saved_model.pb"),
     TFServingFlag("num_tflite_pools", int, "CPUs",
                   "ferry keeps one pool of TFLite interpreters per version"),
     TFServingFlag("num_tflite_interpreters_per_pool", int, 1,
                   "ferry's TFLite pool grows to the number of concurrent runs"),
-    TFServingFlag("enable_signature_method_name_check", bool, False,
-                  "ferry serves classify/regress from any signature shaped for them, as TF "
-                  "Serving does with the check off", same_as=False),
     TFServingFlag("xla_cpu_compilation_enabled", bool, False,
                   "ferry does not JIT-compile with XLA", same_as=False),
     TFServingFlag("xla_gpu_compilation_enabled", bool, False,
@@ -178,6 +178,10 @@ class TFServingSettings:
     session_parallelism: int = 0
     rest_api_enable_cors_support: bool = False
     enable_grpc_healthcheck_service: bool = False
+    saved_model_tags: tuple[str, ...] = ("serve",)
+    warmup_iterations: int = 1
+    prefer_tflite_model: bool = False
+    enable_signature_method_name_check: bool = False
     # Log lines for the flags given: (level, message).
     notes: tuple[tuple[int, str], ...] = field(default_factory=tuple)
 
@@ -263,6 +267,12 @@ def resolve(given: dict[str, Any]) -> TFServingSettings:
         session_parallelism=max(int(given.get("tensorflow_session_parallelism", 0)), 0),
         rest_api_enable_cors_support=bool(given.get("rest_api_enable_cors_support", False)),
         enable_grpc_healthcheck_service=bool(given.get("enable_grpc_healthcheck_service", False)),
+        saved_model_tags=parse_saved_model_tags(given.get("saved_model_tags", "")),
+        warmup_iterations=max(int(given.get("num_request_iterations_for_warmup", 0)), 1),
+        prefer_tflite_model=bool(given.get("prefer_tflite_model", False)),
+        enable_signature_method_name_check=bool(
+            given.get("enable_signature_method_name_check", False)
+        ),
         notes=tuple(notes),
     )
 
@@ -271,6 +281,13 @@ def _shown(flag: TFServingFlag, value: Any) -> str:
     if flag.kind is bool:
         return f"--{flag.name}={'true' if value else 'false'}"
     return f"--{flag.name}={value}"
+
+
+def parse_saved_model_tags(text: str) -> tuple[str, ...]:
+    """`--saved_model_tags`: the tag set of the meta graph to load ("" is TF Serving's
+    default, `serve`). The order is kept for messages; loading compares them as a set."""
+    tags = tuple(dict.fromkeys(tag.strip() for tag in text.split(",") if tag.strip()))
+    return tags or ("serve",)
 
 
 def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import rapidjson
 
-from ferry.errors import FailedPrecondition, InvalidArgument
+from ferry.errors import FailedPrecondition, InternalError, InvalidArgument
 
 # -- the texts ---------------------------------------------------------------------------
 
@@ -176,6 +176,31 @@ def _joined(names: Iterable[str]) -> str:
 
 
 # -- the errors --------------------------------------------------------------------------
+
+
+# `--enable_signature_method_name_check`: a signature must declare the method it serves
+# (predict_util.cc, classifier.cc, regressor.cc). Predict accepts any of the three.
+PREDICT_METHOD_NAMES = (
+    "tensorflow/serving/predict",
+    "tensorflow/serving/classify",
+    "tensorflow/serving/regress",
+)
+
+
+def predict_method_name_mismatch(method_name: str) -> InternalError:
+    """Predict on a signature whose method name is none of TF Serving's three (INTERNAL)."""
+    return InternalError(
+        "Expected prediction signature method_name to be one of "
+        f"{{{', '.join(PREDICT_METHOD_NAMES)}}}. Was: {method_name}"
+    )
+
+
+def method_name_mismatch(task: str, expected: str, method_name: str) -> InvalidArgument:
+    """Classify ("classification") or Regress ("regression") on a signature declaring
+    another method."""
+    return InvalidArgument(
+        f"Expected {task} signature method_name to be {expected}. Was: {method_name}"
+    )
 
 
 def signature_key_not_found(name: str) -> FailedPrecondition:

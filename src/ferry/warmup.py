@@ -64,14 +64,20 @@ _UNREPLAYED_LOG_FIELDS = frozenset({5, 7})  # session_run_log, predict_streamed_
 _EXAMPLE_METHODS = (CLASSIFY_METHOD, REGRESS_METHOD)
 
 
-def warm_up(runtime: Runtime) -> int:
-    """Run the recorded requests (strict) or generated ones (best effort); returns how
-    many ran. Raises, failing the load, only for a recorded request."""
+def warm_up(runtime: Runtime, iterations: int = 1) -> int:
+    """Run the recorded requests (strict), each `iterations` times (TF Serving's
+    `--num_request_iterations_for_warmup`), or generated ones once (best effort); returns
+    how many records ran. Raises, failing the load, only for a recorded request."""
     tf_recorded = runtime.version_dir / TF_WARMUP_FILE
     recorded = runtime.version_dir / WARMUP_FILE
+    iterations = max(iterations, 1)
     if tf_recorded.is_file() or recorded.is_file():
-        count = _replay_prediction_logs(runtime, tf_recorded) if tf_recorded.is_file() else 0
-        return count + (_replay(runtime, recorded) if recorded.is_file() else 0)
+        count = (
+            _replay_prediction_logs(runtime, tf_recorded, iterations)
+            if tf_recorded.is_file()
+            else 0
+        )
+        return count + (_replay(runtime, recorded, iterations) if recorded.is_file() else 0)
     return _run_generated(runtime)
 
 
@@ -104,7 +110,7 @@ def _too_many(path: Path) -> ValueError:
     )
 
 
-def _replay(runtime: Runtime, path: Path) -> int:
+def _replay(runtime: Runtime, path: Path, iterations: int) -> int:
     count = 0
     for line_number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -116,12 +122,13 @@ def _replay(runtime: Runtime, path: Path) -> int:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"{WARMUP_FILE} line {line_number}: {exc}") from None
         request = decode_predict_body(body, runtime.signatures)
-        runtime.run(request.signature_name, request.inputs)
+        for _ in range(iterations):
+            runtime.run(request.signature_name, request.inputs)
         count += 1
     return count
 
 
-def _replay_prediction_logs(runtime: Runtime, path: Path) -> int:
+def _replay_prediction_logs(runtime: Runtime, path: Path, iterations: int) -> int:
     """Replay a TF Serving warm-up file's records; the first failure fails the load."""
     log_class = message_class("tensorflow.serving.PredictionLog")
     count = 0
@@ -136,7 +143,8 @@ def _replay_prediction_logs(runtime: Runtime, path: Path) -> int:
                 f"{where}: Failed to parse warmup record: {record[:64]!r} from {path}"
             ) from None
         try:
-            _replay_log(runtime, entry)
+            for _ in range(iterations):
+                _replay_log(runtime, entry)
         except FerryError as exc:
             raise ValueError(f"{where}: {exc.message}") from None
         except Exception as exc:  # the model's own failure: name the record too

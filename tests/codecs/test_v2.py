@@ -87,8 +87,11 @@ def test_binary_layout_is_little_endian_and_bytes_are_length_prefixed() -> None:
 
 
 def test_binary_size_must_fit_the_shape() -> None:
-    with pytest.raises(InvalidArgument, match="has 12 bytes of binary data but shape \\[2, 2\\]"):
-        array_from_raw("x", "FP32", (2, 2), b"\x00" * 12)
+    with pytest.raises(InvalidArgument) as error:
+        array_from_raw("x", "FP32", (2, 2), b"\x00" * 12, None, "m", "r1")
+    assert error.value.message == (  # Triton's words
+        "[request id: r1] input byte size mismatch for input 'x' for model 'm'. Expected 16, got 12"
+    )
     with pytest.raises(InvalidArgument, match="claims 9 bytes"):
         array_from_raw("t", "BYTES", (1,), struct.pack("<I", 9) + b"abc")
     with pytest.raises(InvalidArgument, match="beyond its 1 elements"):
@@ -129,12 +132,14 @@ def test_rest_binary_sizes_must_add_up_to_the_binary_part() -> None:
         ]
     }
     too_much, length = binary_body(header, b"\x00" * 8)
-    with pytest.raises(InvalidArgument, match=r"binary data has 8 bytes but .* add up to 4"):
-        decode_rest_request(too_much, length)
+    with pytest.raises(InvalidArgument, match=r"^unexpected additional input data for model 'm'$"):
+        decode_rest_request(too_much, length, model="m")
     too_little, length = binary_body(header, b"\x00" * 2)
-    with pytest.raises(InvalidArgument, match="goes past the end"):
-        decode_rest_request(too_little, length)
-    with pytest.raises(InvalidArgument, match="Inference-Header-Content-Length is 999"):
+    with pytest.raises(
+        InvalidArgument, match=r"^unexpected size for input 'a', expecting 2 additional bytes"
+    ):
+        decode_rest_request(too_little, length, model="m")
+    with pytest.raises(InvalidArgument, match=r"inference header size should be in range \(0, "):
         decode_rest_request(too_little, 999)
 
 
@@ -185,12 +190,17 @@ def test_datatype_must_match_the_model() -> None:
         {"x": TensorSpec("x", np.dtype(np.float32), (-1, 2))},
         {"y": TensorSpec("y", np.dtype(np.float32), (-1, 2))},
     )
-    with pytest.raises(InvalidArgument, match="datatype FP64 but the model expects FP32"):
-        check_against(signature, {"x": np.zeros((1, 2), dtype=np.float64)})
-    with pytest.raises(InvalidArgument, match="shape"):
-        check_against(signature, {"x": np.zeros((1, 3), dtype=np.float32)})
-    with pytest.raises(InvalidArgument, match="Missing input"):
-        check_against(signature, {})
+    # Triton's words (core infer_request.cc / model.cc).
+    with pytest.raises(
+        InvalidArgument, match="inference input 'x' data-type is 'FP64', but model 'm' expects"
+    ):
+        check_against(signature, {"x": np.zeros((1, 2), dtype=np.float64)}, "m")
+    with pytest.raises(InvalidArgument, match=r"Expected \[-1,2\], got \[1,3\]. NOTE"):
+        check_against(signature, {"x": np.zeros((1, 3), dtype=np.float32)}, "m")
+    with pytest.raises(InvalidArgument, match="expected 1 inputs but got 0 inputs for model 'm'"):
+        check_against(signature, {}, "m")
+    with pytest.raises(InvalidArgument, match=r"^unexpected inference input 'z' for model 'm'$"):
+        check_against(signature, {"z": np.zeros((1, 2), dtype=np.float32)}, "m")
 
 
 def test_config_datatypes_are_tritons_names() -> None:

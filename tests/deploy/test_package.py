@@ -182,3 +182,31 @@ def test_unpack_checks_the_checksum_beside_the_archive(model_dir: Path, tmp_path
     result = CliRunner().invoke(main, ["unpack", str(packed.archive), str(tmp_path / "d")])
     assert result.exit_code != 0
     assert "does not match" in result.output
+
+
+def test_packing_says_where_sagemaker_does_not_read_consent_or_code(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A packed ferry.toml's allow_code grants nothing on an endpoint, and the ferry
+    layout's NAME/code/inference.py is not where --sagemaker looks: both are said."""
+    (model_dir / "ferry.toml").write_text("allow_code = true\n")
+    with caplog.at_level("WARNING", logger="ferry.deploy.package"):
+        package(model_dir, tmp_path / "model.tar.gz", layout="ferry")
+    assert "allow_code/allow_pickle, which grant nothing on an endpoint" in caplog.text
+    assert "read code/inference.py only at the archive's top" in caplog.text
+
+
+def test_a_triton_config_and_its_label_file_are_packed_with_the_versions(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The model-level files S3 sources download (ferry.repository.model_files) are the
+    ones packed: Triton's config.pbtxt and label files too, not stray dot-files."""
+    (model_dir / "config.pbtxt").write_text('name: "half"\nlabel_filename: "labels.txt"\n')
+    (model_dir / "labels.txt").write_text("zero\none\n")
+    (model_dir / ".notes.txt").write_text("private\n")
+
+    packed = package(model_dir, tmp_path / "model.tar.gz")
+
+    packed_names = names(packed.archive)
+    assert {"half/config.pbtxt", "half/labels.txt"} <= set(packed_names)
+    assert "half/.notes.txt" not in packed_names

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from support.fresh_venv import package_source
 
 import ferry.edge
 from ferry.cli import main
@@ -154,40 +154,11 @@ def test_a_bundle_runs_with_its_own_runner(ort_file: Path, version_dir: Path, tm
         write_bundle(ort_file, bundle)
 
 
-def _package_source() -> list[str]:
-    """pip arguments for installing numpy and onnxruntime into the fresh venv: the
-    FERRY_EDGE_TEST_PIP_ARGS variable; else, where pip is configured with file:// indexes
-    or find-links folders that hold wheels, those alone (no network needed); else none,
-    so pip uses its configured package index. (An empty find-links folder, as some
-    machines configure, is no source: preferring it would make pip find nothing.)"""
-    if os.environ.get("FERRY_EDGE_TEST_PIP_ARGS"):
-        return shlex.split(os.environ["FERRY_EDGE_TEST_PIP_ARGS"])
-    listed = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
-    ).stdout
-    indexes, links = [], []
-    for line in listed.splitlines():
-        key, _, value = line.partition("=")
-        for item in value.strip("'\"").split():
-            if key.endswith("index-url") and item.startswith("file://"):
-                indexes.append(item)
-            elif key.endswith("find-links") and any(Path(item).glob("*.whl")):
-                links.append(item)
-    if not indexes and not links:
-        return []
-    args = ["--index-url", indexes[0]] if indexes else ["--no-index"]
-    for extra in indexes[1:]:
-        args += ["--extra-index-url", extra]
-    for link in links:
-        args += ["--find-links", link]
-    return args
-
-
 @pytest.mark.slow
 def test_fresh_venv_imports_ferry_edge_without_server_or_frameworks(
     ort_file: Path, version_dir: Path, tmp_path: Path
 ) -> None:
-    source = _package_source()
+    source = package_source()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"

@@ -262,12 +262,17 @@ def test_attributes_among_other_keys_and_spaces(server: FerryProcess) -> None:
 
 
 @pytest.mark.parametrize("method", ["classify", "regress"])
-def test_classify_and_regress_are_501(server: FerryProcess, method: str) -> None:
-    response = invoke(server, "[1, 1, 1, 1]", attributes=f"tfs-method={method}")
-    assert response.status_code == 501
-    assert (
-        f"tfs-method={method} needs a model with a {method} signature" in (response.json()["error"])
-    )
+def test_classify_and_regress_answer_as_tf_serving_rest_does(
+    server: FerryProcess, method: str
+) -> None:
+    """The container forwards the JSON to TF Serving's `:classify`/`:regress`; this ONNX
+    model has no signature shaped for them, so TF Serving's 400 comes back (TF models
+    with such signatures: tests/protocols/test_sagemaker_container_cases.py)."""
+    body = '{"examples": [{"x": [1.0, 1.0, 1.0, 1.0]}]}'
+    response = invoke(server, body, attributes=f"tfs-method={method}")
+    rest = server.post(f"/v1/models/scale:{method}", data=body)
+    assert response.status_code == rest.status_code == 400
+    assert response.json() == rest.json()
 
 
 def test_unknown_method_is_400(server: FerryProcess) -> None:

@@ -21,7 +21,11 @@ from support.server import FerryProcess
 pytestmark = pytest.mark.tensorflow
 tf1_models = pytest.importorskip("support.tf1_models")
 
-from ferry.runtimes.tensorflow import has_object_graph, read_saved_model  # noqa: E402
+from ferry.runtimes.tensorflow import (  # noqa: E402
+    has_object_graph,
+    read_saved_model,
+    serve_meta_graph,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +54,9 @@ def predict(server: FerryProcess, model: str, body: dict) -> tuple[int, dict]:
 def test_the_loader_is_chosen_by_the_object_graph(root, server: FerryProcess) -> None:
     for model in ("default", "half_plus_three", "sagemaker", "tf2"):
         assert version_status(server, model)["state"] == "AVAILABLE", model
-    assert not has_object_graph(read_saved_model(root / "default" / "123"))
-    assert not has_object_graph(read_saved_model(root / "sagemaker" / "1"))
-    assert has_object_graph(read_saved_model(root / "tf2" / "1"))
+    assert not has_object_graph(serve_meta_graph(read_saved_model(root / "default" / "123")))
+    assert not has_object_graph(serve_meta_graph(read_saved_model(root / "sagemaker" / "1")))
+    assert has_object_graph(serve_meta_graph(read_saved_model(root / "tf2" / "1")))
 
 
 def test_readme_demo_and_rest_doc_answers(server: FerryProcess) -> None:

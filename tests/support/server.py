@@ -49,10 +49,12 @@ class FerryProcess:
         cwd: Path | None = None,
         port_env: str | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        python: Path | None = None,
     ) -> None:
         """`port_env`: pass the port in this environment variable instead of as
         `--rest_api_port` (SageMaker's SAGEMAKER_BIND_TO_PORT). `preexec_fn` runs in the
-        child before ferry starts (e.g. to lower its resource limits)."""
+        child before ferry starts (e.g. to lower its resource limits). `python`: the
+        interpreter whose ferry runs (default: this one; a fresh venv's for install tests)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Every server gets its own gRPC port (the default 8500 would collide), unless the
@@ -61,7 +63,7 @@ class FerryProcess:
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         command = [
-            sys.executable,
+            str(python or sys.executable),
             "-m",
             "ferry.cli",
             "serve",

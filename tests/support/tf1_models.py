@@ -78,8 +78,13 @@ def save_half_plus_two(path: Path) -> None:
     builder.save()
 
 
-def save_half_plus_three(path: Path) -> None:
-    """y = 0.5x + 3 with `x`'s TensorInfo written without a shape, as in the testdata."""
+def save_half_plus_three(path: Path, regress_input_declared_float: bool = False) -> None:
+    """y = 0.5x + 3 with `x`'s TensorInfo written without a shape, as in the testdata.
+
+    `regress_input_declared_float`: the regress signature's `inputs` TensorInfo says
+    DT_FLOAT while its tensor is the string placeholder, as in the SageMaker TF Serving
+    container's test/resources copy (written by TensorFlow 1.0); TF Serving regresses
+    with it all the same, feeding the serialized examples by tensor name."""
     regress = v1.saved_model.signature_constants.REGRESS_METHOD_NAME
     builder = v1.saved_model.builder.SavedModelBuilder(str(path))
     with v1.Session(graph=tf.Graph()) as session:
@@ -95,6 +100,8 @@ def save_half_plus_three(path: Path) -> None:
             "serving_default": predict,
             regress: _signature({"inputs": serialized}, {"outputs": y}, regress),
         }
+        if regress_input_declared_float:
+            signatures[regress].inputs["inputs"].dtype = tf.float32.as_datatype_enum
         session.run(v1.global_variables_initializer())
         builder.add_meta_graph_and_variables(
             session, [v1.saved_model.tag_constants.SERVING], signature_def_map=signatures

@@ -3,7 +3,9 @@ become: TF Serving's rules and messages (classifier.cc, regressor.cc, multi_infe
 
 TF Serving serves classify or regress from any signature shaped for it, whatever its
 method name (`--enable_signature_method_name_check` is off by default, so TF2 exports,
-whose every signature says `tensorflow/serving/predict`, classify and regress too):
+whose every signature says `tensorflow/serving/predict`, classify and regress too; with
+it on, the signature must also declare the task's method, and Predict needs one of the
+three: `check_predict_method`):
   classify: one input `inputs` (serialized tf.Examples); one or two outputs, among them
             `classes` (DT_STRING [examples, classes]) and/or `scores` (DT_FLOAT, same shape)
   regress:  one input `inputs`; one output `outputs` (DT_FLOAT [examples] or [examples, 1])
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import text_format
 
+from ferry import tfserving_messages
 from ferry.codecs.tensor_proto import dtype_enum
 from ferry.errors import InvalidArgument, Unimplemented
 from ferry.protos import message_class
@@ -46,9 +49,15 @@ class ExampleTask:
     signature: Signature
 
     def feeds(self, examples: np.ndarray) -> dict[str, np.ndarray]:
-        """The runtime's inputs for this task (TF would refuse a non-string input)."""
+        """The runtime's inputs for this task (TF would refuse a non-string input).
+
+        A session bundle's graph decides (`runtime_checks_shapes`): TF Serving feeds the
+        serialized examples to the tensor the signature names whatever dtype its
+        TensorInfo claims, so the SageMaker container's `half_plus_three` (a regress
+        input declared DT_FLOAT on a string placeholder) regresses; a graph tensor that
+        really is not a string fails in the run with TensorFlow's own sentence."""
         spec = self.signature.inputs[INPUTS]
-        if spec.dtype != STRING_DTYPE:
+        if spec.dtype != STRING_DTYPE and not self.signature.runtime_checks_shapes:
             raise InvalidArgument(
                 f"Expects arg[0] to be {_type_name(spec.dtype)} but string is provided"
             )
@@ -56,19 +65,29 @@ class ExampleTask:
 
 
 def example_task(
-    signatures: Mapping[str, Signature], signature_name: str, method: str
+    signatures: Mapping[str, Signature],
+    signature_name: str,
+    method: str,
+    check_method_name: bool = False,
 ) -> ExampleTask:
-    """The task a Classify/Regress request runs (`signature_name` "" is serving_default)."""
+    """The task a Classify/Regress request runs (`signature_name` "" is serving_default);
+    `check_method_name`: `--enable_signature_method_name_check`."""
     name = signature_name or DEFAULT_SIGNATURE
     signature = signatures.get(name)
     if signature is None:
         raise InvalidArgument(f"No signature was found with the name: {name}")
-    check_signature(method, signature)
+    check_signature(method, signature, check_method_name)
     return ExampleTask(method, name, signature)
 
 
+def check_predict_method(signature: Signature, check_method_name: bool) -> None:
+    """Predict's check under `--enable_signature_method_name_check` (none without it)."""
+    if check_method_name and signature.method_name not in tfserving_messages.PREDICT_METHOD_NAMES:
+        raise tfserving_messages.predict_method_name_mismatch(signature.method_name)
+
+
 def multi_inference_tasks(
-    tasks: Iterable[Any], signatures: Mapping[str, Signature]
+    tasks: Iterable[Any], signatures: Mapping[str, Signature], check_method_name: bool = False
 ) -> list[ExampleTask]:
     """The tasks of a MultiInferenceRequest (`tensorflow.serving.InferenceTask` messages),
     checked as TF Serving checks them: one model for all, each signature at most once, each
@@ -94,13 +113,19 @@ def multi_inference_tasks(
         method = next((m for m, full in METHOD_NAMES.items() if full == task.method_name), None)
         if method is None:
             raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
-        check_signature(method, signature)
+        check_signature(method, signature, check_method_name)
         result.append(ExampleTask(method, name, signature))
     return result
 
 
-def check_signature(method: str, signature: Signature) -> None:
-    """INVALID_ARGUMENT, in TF Serving's words, unless `signature` is shaped for `method`."""
+def check_signature(method: str, signature: Signature, check_method_name: bool = False) -> None:
+    """INVALID_ARGUMENT, in TF Serving's words, unless `signature` is shaped for `method`
+    (and, with `check_method_name`, declares it)."""
+    if check_method_name and signature.method_name != METHOD_NAMES[method]:
+        task = "classification" if method == CLASSIFY else "regression"
+        raise tfserving_messages.method_name_mismatch(
+            task, METHOD_NAMES[method], signature.method_name
+        )
     if len(signature.inputs) != 1:
         raise InvalidArgument("Expected one input Tensor.")
     if method == CLASSIFY:

@@ -20,6 +20,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from ferry import tfserving_messages
+from ferry.codecs.aligned import aligned
 from ferry.codecs.packed_fields import (
     fixed_width_payload,
     one_byte_varint_payload,
@@ -117,8 +118,8 @@ def decode_tensor(
     shape = _shape_of(proto, name)
     size = (budget if budget is not None else unlimited()).admit(name, shape, dtype.itemsize)
     if proto.tensor_content:
-        return _from_content(proto.tensor_content, dtype, shape, size, name)
-    return _from_values(proto, dtype, shape, size, name)
+        return aligned(_from_content(proto.tensor_content, dtype, shape, size, name))
+    return aligned(_from_values(proto, dtype, shape, size, name))
 
 
 def _shape_of(proto: Message, name: str) -> tuple[int, ...]:

@@ -23,6 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
+from ferry import triton_messages
+from ferry.codecs.aligned import aligned, aligned_view
+from ferry.codecs.classification import class_count
+from ferry.codecs.v2_shared_memory import (
+    RegionAccess,
+    Window,
+    check_output_window,
+    input_sources_error,
+    rest_window,
+    unable_to_find,
+)
 from ferry.errors import InvalidArgument
 from ferry.tensor_limits import TensorBudget, unlimited
 from ferry.tensors import STRING_DTYPE, Signature, TensorSpec
@@ -131,7 +142,7 @@ def array_from_values(
             f"Input '{name}' has {array.size} elements in 'data' but shape {list(shape)} "
             f"needs {count}"
         )
-    return array.reshape(shape)
+    return aligned(array.reshape(shape))
 
 
 def _flatten_strings(values: object, name: str) -> list[bytes]:
@@ -159,27 +170,23 @@ def array_from_raw(
     shape: tuple[int, ...],
     buffer: bytes | memoryview,
     budget: TensorBudget | None = None,
+    model: str = "",
+    request_id: str = "",
 ) -> np.ndarray:
     """A tensor from its binary form (REST binary extension or gRPC raw contents),
-    charged to `budget` (None: no byte limit) before it is built."""
+    charged to `budget` (None: no byte limit) before it is built; a size that does not
+    fit the shape gets Triton's message naming `model` and `request_id`."""
     dtype = numpy_dtype(datatype, name)
     count = (budget if budget is not None else unlimited()).admit(name, shape, dtype.itemsize)
     if dtype == STRING_DTYPE:
         return _bytes_elements(name, buffer, count).reshape(shape)
     expected = count * dtype.itemsize
     if len(buffer) != expected:
-        raise InvalidArgument(
-            f"Input '{name}' has {len(buffer)} bytes of binary data but shape {list(shape)} "
-            f"of {datatype} needs {expected}"
-        )
+        raise triton_messages.input_byte_size(model, request_id, name, expected, len(buffer))
     if dtype.kind == "b":
         # One byte per element; any non-zero byte is true.
-        return np.frombuffer(buffer, dtype=np.uint8).astype(np.bool_).reshape(shape)
-    return (
-        np.frombuffer(buffer, dtype=dtype.newbyteorder("<"))
-        .astype(dtype, copy=False)
-        .reshape(shape)
-    )
+        return aligned(np.frombuffer(buffer, dtype=np.uint8).astype(np.bool_).reshape(shape))
+    return aligned_view(buffer, dtype, shape)
 
 
 def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray:
@@ -215,6 +222,40 @@ def _bytes_elements(name: str, buffer: bytes | memoryview, count: int) -> np.nda
     return out
 
 
+def array_from_region(
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    window: Window,
+    regions: RegionAccess | None,
+    budget: TensorBudget | None,
+) -> np.ndarray:
+    """An input tensor from its shared memory window (`ferry.codecs.v2_shared_memory`):
+    the window is checked against its region (Triton's errors first), its size held to
+    the request's tensor budget before a byte is copied out, then the bytes are decoded
+    as binary tensor data."""
+    budget = budget if budget is not None else unlimited()
+    access = _regions(regions, window)
+    access.check(window)
+    if budget.spent + window.byte_size > budget.max_bytes:
+        budget.charge(f"Input '{name}' in shared memory region '{window.region}'", window.byte_size)
+    data = access.read(window)
+    return array_from_raw(name, datatype, shape, data, budget)
+
+
+def write_to_region(
+    name: str, array: np.ndarray, window: Window, regions: RegionAccess | None
+) -> None:
+    """An output tensor's binary form written at the start of its window."""
+    _regions(regions, window).write(window, raw_bytes(array), name)
+
+
+def _regions(regions: RegionAccess | None, window: Window) -> RegionAccess:
+    if regions is None:  # no registry: no region can have been registered
+        raise unable_to_find(window.region)
+    return regions
+
+
 def raw_bytes(array: np.ndarray) -> bytes:
     """The binary form of a tensor (see the module docstring)."""
     if array.dtype == STRING_DTYPE:
@@ -230,25 +271,50 @@ def raw_bytes(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=little).tobytes()
 
 
-def check_against(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """Refuse inputs whose names, datatypes or shapes do not fit the model."""
+def check_against(
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    model: str = "",
+    request_id: str = "",
+    batched: bool | None = None,
+) -> None:
+    """Refuse inputs whose count, names, datatypes or shapes do not fit the model, with
+    Triton's messages in Triton's order. `batched` (default: the signature is batchable)
+    says whether the model's config reports max_batch_size > 0, which adds Triton's
+    note on the batch dimension to a shape error."""
+    expected = list(signature.inputs)
+    if len(inputs) != len(expected):
+        raise triton_messages.input_count(model, request_id, expected, list(inputs))
+    for name in inputs:
+        if name not in signature.inputs:
+            raise triton_messages.unexpected_input(model, name)
     for name, array in inputs.items():
-        spec = signature.inputs.get(name)
-        if spec is not None and spec.dtype != array.dtype:
-            raise InvalidArgument(
-                f"Input '{name}' has datatype {v2_datatype(array.dtype)} but the model expects "
-                f"{_datatype_or_name(spec)}"
+        spec = signature.inputs[name]
+        if spec.dtype != array.dtype:
+            raise triton_messages.input_datatype(
+                model, request_id, name, v2_datatype(array.dtype), _datatype_or_name(spec)
             )
-    signature.check_inputs(inputs)
+        if signature.runtime_checks_shapes or spec.shape is None:
+            continue
+        if len(spec.shape) != array.ndim or any(
+            want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
+        ):
+            raise triton_messages.input_shape(
+                model,
+                request_id,
+                name,
+                spec.shape,
+                array.shape,
+                signature.batchable if batched is None else batched,
+            )
+    signature.check_inputs(inputs)  # the signature's own rules, should it have more
 
 
-def check_outputs(signature: Signature, names: Iterable[str]) -> None:
-    """Refuse requested outputs the model does not have."""
-    unknown = sorted(n for n in names if n not in signature.outputs)
-    if unknown:
-        raise InvalidArgument(
-            f"Unknown output(s) {unknown}; the model has {sorted(signature.outputs)}"
-        )
+def check_outputs(signature: Signature, names: Iterable[str], model: str = "") -> None:
+    """Refuse requested outputs the model does not have (Triton's message)."""
+    for name in names:
+        if name not in signature.outputs:
+            raise triton_messages.unexpected_output(model, name)
 
 
 def _datatype_or_name(spec: TensorSpec) -> str:
@@ -281,19 +347,27 @@ class RestInferRequest:
     binary_output_default: bool = False
     timeout_seconds: float | None = None
     parameters: dict = field(default_factory=dict)
+    # Outputs asked for with Triton's `classification` parameter: how many classes each.
+    class_counts: dict[str, int] = field(default_factory=dict)
+    # Outputs to write into shared memory (they get no data in the response), and the
+    # client's view of the regions they are in.
+    shm_outputs: dict[str, Window] = field(default_factory=dict)
+    regions: RegionAccess | None = None
 
 
 def decode_rest_request(
-    body: bytes, header_length: int | None, budget: TensorBudget | None = None
+    body: bytes,
+    header_length: int | None,
+    budget: TensorBudget | None = None,
+    model: str = "",
+    regions: RegionAccess | None = None,
 ) -> RestInferRequest:
     """Split a REST body into its JSON header and binary chunks and decode the inputs,
-    each charged to `budget` (the request's `--max_tensor_bytes`) before it is built."""
+    each charged to `budget` (the request's `--max_tensor_bytes`) before it is built.
+    Binary-data errors are Triton's, naming `model` (the URL's)."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
-            raise InvalidArgument(
-                f"Inference-Header-Content-Length is {header_length} but the body has "
-                f"{len(body)} bytes"
-            )
+            raise triton_messages.header_length_range(len(body), str(header_length))
         header, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         header, binary = body, memoryview(b"")
@@ -308,6 +382,8 @@ def decode_rest_request(
         raise InvalidArgument("The request needs a non-empty 'inputs' list")
     inputs: Tensors = {}
     offset = 0
+    request_id = request.get("id")
+    log_id = request_id if isinstance(request_id, str) else ""
     for item in raw_inputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidArgument("Each entry of 'inputs' needs a 'name'")
@@ -320,29 +396,30 @@ def decode_rest_request(
         shape = checked_shape(item.get("shape"), name)
         parameters = _parameters(item, f"input '{name}'")
         size = parameters.get("binary_data_size")
-        if size is not None:
+        window = rest_window(parameters, name)
+        if window is not None:
+            if size is not None or "data" in item:
+                raise input_sources_error("data" in item, size is not None, True)
+            inputs[name] = array_from_region(name, datatype, shape, window, regions, budget)
+        elif size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidArgument(f"Input '{name}' binary_data_size must be an integer >= 0")
+            if size and header_length is None:
+                raise triton_messages.binary_without_header_length()
             if offset + size > len(binary):
-                raise InvalidArgument(
-                    f"Input '{name}' binary_data_size {size} goes past the end of the binary "
-                    f"data ({len(binary) - offset} bytes left)"
-                )
+                missing = offset + size - len(binary)
+                raise triton_messages.binary_input_short(model, name, missing)
             chunk = binary[offset : offset + size]
-            inputs[name] = array_from_raw(name, datatype, shape, chunk, budget)
+            inputs[name] = array_from_raw(name, datatype, shape, chunk, budget, model, log_id)
             offset += size
         elif "data" in item:
             inputs[name] = array_from_values(name, datatype, shape, item["data"], budget)
         else:
             raise InvalidArgument(f"Input '{name}' has neither 'data' nor binary_data_size")
     if offset != len(binary):
-        raise InvalidArgument(
-            f"The binary data has {len(binary)} bytes but the inputs' binary_data_size "
-            f"add up to {offset}"
-        )
+        raise triton_messages.binary_data_left_over(model)
     parameters = _parameters(request, "the request")
-    decoded = RestInferRequest(inputs, parameters=parameters)
-    request_id = request.get("id")
+    decoded = RestInferRequest(inputs, parameters=parameters, regions=regions)
     if request_id is not None:
         if not isinstance(request_id, str):
             raise InvalidArgument("'id' must be a string")
@@ -360,8 +437,16 @@ def decode_rest_request(
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise InvalidArgument("Each entry of 'outputs' needs a 'name'")
             out_params = _parameters(item, f"output '{item['name']}'")
+            window = rest_window(out_params, item["name"])
+            if window is not None:
+                check_output_window(out_params, item["name"])
+                _regions(regions, window).check(window)  # Triton checks it before the run
+                decoded.shm_outputs[item["name"]] = window
             binary_flag = out_params.get("binary_data", decoded.binary_output_default)
             decoded.outputs[item["name"]] = binary_flag is True
+            count = class_count(out_params.get("classification"), item["name"])
+            if count is not None:
+                decoded.class_counts[item["name"]] = count
     return decoded
 
 
@@ -388,6 +473,13 @@ def encode_rest_response(
     chunks: list[bytes] = []
     for name, binary in wanted.items():
         array = outputs[name]
+        window = request.shm_outputs.get(name)
+        if window is not None:  # written into the region; the response carries no data
+            write_to_region(name, array, window, request.regions)
+            entries.append(
+                {"name": name, "datatype": v2_datatype(array.dtype), "shape": list(array.shape)}
+            )
+            continue
         entry: dict = {
             "name": name,
             "datatype": v2_datatype(array.dtype),

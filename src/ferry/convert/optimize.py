@@ -194,8 +194,11 @@ def build_variant(
             converted = convert_float_to_float16(model, keep_io_types=True)
             onnx.save(converted, str(target))
         elif precision == "int8":
+            # The loaded model, not its path: from a path onnxruntime writes its shape-
+            # inferred copy beside the source, which fails on a read-only model folder
+            # (SageMaker's /opt/ml/model); from a ModelProto it uses a temporary folder.
             with _quiet_quantizer():
-                quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+                quantize_dynamic(model, str(target), weight_type=QuantType.QInt8)
         else:
             if not calibration:
                 raise OptimizeError("int8-static needs calibration data (--calibration PATH)")

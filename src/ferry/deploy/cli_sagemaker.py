@@ -35,7 +35,7 @@ def _session(region: str | None, profile: str | None):
 
 @click.group()
 def deploy() -> None:
-    """Deploy a packaged model (model.tar.gz in S3) to a serving target."""
+    """Deploy ferry: a SageMaker endpoint, Kubernetes objects, or a KServe runtime."""
 
 
 @deploy.command(name="sagemaker")
@@ -47,7 +47,8 @@ def deploy() -> None:
 @click.option(
     "--image",
     help="Container image URI (default: <account>.dkr.ecr.<region>.amazonaws.com/"
-    "ferry:<version>, built from ferry's Dockerfile and pushed there).",
+    "ferry:<version>, or ferry:<version>-gpu on ml.g*/ml.p* instances, built from ferry's "
+    "Dockerfile or Dockerfile.gpu and pushed there; docs/sagemaker.md).",
 )
 @click.option(
     "--env",
@@ -72,6 +73,18 @@ def deploy() -> None:
     help="Models whose pickled files may be unpickled: sets FERRY_ALLOW_PICKLE on the "
     "container, ferry serve --allow_pickle's twin (repeatable).",
 )
+@click.option(
+    "--allow-requirements",
+    is_flag=True,
+    help="Let the container pip-install code/requirements.txt at start-up (runs the "
+    "packages' code): sets FERRY_ALLOW_REQUIREMENTS=true, ferry serve --allow_requirements.",
+)
+@click.option(
+    "--multi-model",
+    is_flag=True,
+    help="A multi-model endpoint (Mode: MultiModel): --model is an s3:// prefix of "
+    "model.tar.gz archives, each loaded on its first InvokeEndpoint --target-model.",
+)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for InService.")
 @click.option("--poll-seconds", type=float, default=15.0, show_default=True)
 @click.option("--timeout-seconds", type=float, default=3600.0, show_default=True)
@@ -88,6 +101,8 @@ def deploy_sagemaker(
     environment: tuple[str, ...],
     allow_code: tuple[str, ...],
     allow_pickle: tuple[str, ...],
+    allow_requirements: bool,
+    multi_model: bool,
     wait: bool,
     poll_seconds: float,
     timeout_seconds: float,
@@ -106,14 +121,16 @@ def deploy_sagemaker(
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
         env[key] = value
     try:
-        env.update(sm.consent_environment(allow_code, allow_pickle))
+        env.update(sm.consent_environment(allow_code, allow_pickle, allow_requirements))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-code / --allow-pickle") from None
     session = _session(region, profile)
     client = sm.sagemaker_client(session, endpoint_url)
     try:
-        image = image or sm.default_image(session, endpoint_url)
-        spec = sm.DeploySpec(name, model_url, instance_type, instances, role, image, env)
+        image = image or sm.default_image(session, endpoint_url, instance_type)
+        spec = sm.DeploySpec(
+            name, model_url, instance_type, instances, role, image, env, multi_model
+        )
         result = sm.deploy(client, spec)
         verb = "updating" if result.updated else "creating"
         click.echo(f"{verb} endpoint {name}: model and config {result.model_name}", err=True)

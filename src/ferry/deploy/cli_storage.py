@@ -41,7 +41,13 @@ _ENDPOINT_HELP = (
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "model_dirs",
+    metavar="MODEL_DIR...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
 @click.option(
     "-o",
     "--output",
@@ -58,15 +64,26 @@ _ENDPOINT_HELP = (
     help="sagemaker: NAME/VERSION/... with code/ at the top (SageMaker's TensorFlow "
     "Serving container); ferry: NAME/... as in a ferry model root.",
 )
-@click.option("--name", help="Model name in the archive (default: MODEL_DIR's name).")
-def package(model_dir: Path, output: Path, layout: str, name: str | None) -> None:
+@click.option("--name", help="Model name in the archive (one MODEL_DIR; default: its name).")
+@click.option(
+    "--keep-servo",
+    "--keep_servo",
+    "keep_servo",
+    is_flag=True,
+    help="Keep a TF Estimator export's export/Servo/VERSION/ path (sagemaker layout): the "
+    "model is then served as Servo, as from the SageMaker SDK's TensorFlow archives.",
+)
+def package(
+    model_dirs: tuple[Path, ...], output: Path, layout: str, name: str | None, keep_servo: bool
+) -> None:
     """Pack MODEL_DIR (NAME/VERSION/... or NAME/export/Servo/VERSION/..., with code/ when
-    present) into a reproducible model.tar.gz and print its sha256."""
+    present), or several into one archive, into a reproducible model.tar.gz and print
+    its sha256."""
     from ferry.deploy.package import PackageError
     from ferry.deploy.package import package as pack
 
     try:
-        packed = pack(model_dir, output, layout, name)  # type: ignore[arg-type]
+        packed = pack(list(model_dirs), output, layout, name, keep_servo)  # type: ignore[arg-type]
     except PackageError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {packed.archive} ({packed.entries} entries)")

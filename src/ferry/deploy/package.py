@@ -10,7 +10,10 @@ Layouts (`NAME` is the model's name, `VERSION` its integer version folders):
              `ferry unpack model.tar.gz models/` gives back a servable model folder.
 
 A model folder may hold its versions directly (`NAME/VERSION/`) or in the TF Estimator
-export layout (`NAME/export/Servo/VERSION/`); the archive always has `NAME/VERSION/`.
+export layout (`NAME/export/Servo/VERSION/`); the archive has `NAME/VERSION/`, or with
+`keep_servo` (sagemaker layout) `export/Servo/VERSION/` as Estimator exports and the
+SageMaker SDK's TensorFlow archives have it. Several model folders may go into one
+archive (a SageMaker endpoint serving several models from one `model.tar.gz`).
 
 Archives are reproducible: the same files give the same bytes (sorted entries; mtime
 fixed at $SOURCE_DATE_EPOCH or 0; uid/gid 0 with no owner names; modes 0644, or 0755
@@ -37,15 +40,15 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from ferry.consent import CODE_ENV
+from ferry.consent import CODE_ENV, PICKLE_ENV
 from ferry.deploy.size_limits import BoundedStream, SizeLimitError, unpack_budget
-from ferry.model_config import BATCHING_FILE_NAME
 from ferry.model_options import OPTIONS_FILE
+from ferry.repository.model_files import is_model_level_file
 from ferry.repository.source import CACHE_DIR_NAME
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,6 @@ SERVO_DIR = ("export", "Servo")
 CHECKSUM_SUFFIX = ".sha256"
 # Never packed: ferry's derived caches, Python bytecode, editor and OS litter.
 _SKIPPED_NAMES = {CACHE_DIR_NAME, "__pycache__", ".DS_Store", ".ipynb_checkpoints"}
-_MODEL_LEVEL_FILES = (BATCHING_FILE_NAME, OPTIONS_FILE)
 
 
 class PackageError(ValueError):
@@ -74,39 +76,48 @@ class Packed:
 
 
 def package(
-    model_dir: Path,
+    model_dirs: Path | Sequence[Path],
     output: Path,
     layout: Layout = "sagemaker",
     name: str | None = None,
+    keep_servo: bool = False,
 ) -> Packed:
-    """Pack `model_dir` into `output` (written atomically) and `output`.sha256."""
+    """Pack one model folder, or several into one archive, into `output` (written
+    atomically) and `output`.sha256.
+
+    Several models: each keeps its folder's name (`name` is for one model only), names
+    must differ, and in the sagemaker layout at most one may bring a `code/` folder (the
+    archive's top `code/` serves every model, as in the container). `keep_servo`: a
+    model in the TF Estimator layout keeps `export/Servo/VERSION/` (at the archive's top
+    for one model, under its name for several), so the container and `ferry serve
+    --sagemaker` serve it as `Servo`, the name its clients may already send."""
     if layout not in ("sagemaker", "ferry"):
         raise PackageError(f"unknown layout {layout!r}")
-    model_dir = model_dir.resolve()
-    if not model_dir.is_dir():
-        raise PackageError(f"{model_dir} is not a folder")
-    name = name or model_dir.name
-    if not name or "/" in name or name in (".", ".."):
-        raise PackageError(f"not a usable model name: {name!r}")
-    versions_dir = model_dir / Path(*SERVO_DIR)
-    if not _version_folders(versions_dir):
-        versions_dir = model_dir
-    versions = _version_folders(versions_dir)
-    if not versions:
-        raise PackageError(
-            f"{model_dir} has no integer version folders (NAME/VERSION/ or "
-            "NAME/export/Servo/VERSION/)"
-        )
+    if keep_servo and layout != "sagemaker":
+        raise PackageError("keep_servo is for the sagemaker layout (a ferry root has NAME/)")
+    folders = [model_dirs] if isinstance(model_dirs, Path) else list(model_dirs)
+    if not folders:
+        raise PackageError("no model folder to pack")
+    if name is not None and len(folders) > 1:
+        raise PackageError("--name is for one model folder; several keep their folders' names")
     members: dict[str, Path | None] = {}  # archive name -> local file or folder (None: a folder)
-    for version in versions:
-        _add_tree(members, version, f"{name}/{int(version.name)}")
-    for file_name in _MODEL_LEVEL_FILES:
-        if (model_dir / file_name).is_file():
-            members[f"{name}/{file_name}"] = model_dir / file_name
-    code = model_dir / CODE_DIR
-    if code.is_dir():
-        _add_tree(members, code, CODE_DIR if layout == "sagemaker" else f"{name}/{CODE_DIR}")
-    _note_consent(name, members)
+    names: list[str] = []
+    code_from: list[str] = []
+    for folder in folders:
+        model_name = _add_model(
+            members, folder.resolve(), layout, name, keep_servo, alone=len(folders) == 1
+        )
+        if model_name in names:
+            raise PackageError(f"two model folders are both named {model_name!r}")
+        names.append(model_name)
+        if (folder / CODE_DIR).is_dir():
+            code_from.append(model_name)
+    if layout == "sagemaker" and len(code_from) > 1:
+        raise PackageError(
+            f"{' and '.join(code_from)} both have a code/ folder: a SageMaker archive has one "
+            "code/ for every model (pack them apart, or merge their code/)"
+        )
+    _note_consent(", ".join(names), members)
     for archive_name in list(members):  # every parent folder gets its own entry
         for parent in PurePosixPath(archive_name).parents:
             if str(parent) != ".":
@@ -130,9 +141,72 @@ def package(
     return Packed(output, digest, checksum_file, len(members))
 
 
+def _add_model(
+    members: dict[str, Path | None],
+    model_dir: Path,
+    layout: Layout,
+    name: str | None,
+    keep_servo: bool,
+    alone: bool,
+) -> str:
+    """Add one model folder's versions, model-level files and code/; returns its name."""
+    if not model_dir.is_dir():
+        raise PackageError(f"{model_dir} is not a folder")
+    name = name or model_dir.name
+    if not name or "/" in name or name in (".", ".."):
+        raise PackageError(f"not a usable model name: {name!r}")
+    versions_dir = model_dir / Path(*SERVO_DIR)
+    servo = bool(_version_folders(versions_dir))
+    if not servo:
+        versions_dir = model_dir
+    versions = _version_folders(versions_dir)
+    if not versions:
+        raise PackageError(
+            f"{model_dir} has no integer version folders (NAME/VERSION/ or "
+            "NAME/export/Servo/VERSION/)"
+        )
+    # Where the versions go: NAME/, or the export layout kept (the model is then Servo).
+    model_prefix = name
+    if keep_servo and servo:
+        servo_path = "/".join(SERVO_DIR)
+        model_prefix = servo_path if alone else f"{name}/{servo_path}"
+    for version in versions:
+        _add_tree(members, version, f"{model_prefix}/{int(version.name)}")
+    for path in sorted(model_dir.iterdir()):
+        if path.is_file() and is_model_level_file(path.name):
+            members[f"{model_prefix}/{path.name}"] = path
+    code = model_dir / CODE_DIR
+    if code.is_dir():
+        _add_tree(members, code, CODE_DIR if layout == "sagemaker" else f"{name}/{CODE_DIR}")
+    return name
+
+
 def _note_consent(name: str, members: dict[str, Path | None]) -> None:
     """Say what the endpoint's operator must allow: the archive cannot carry consent (a
-    packed ferry.toml's allow_code/allow_pickle grant nothing, see ferry.consent)."""
+    packed ferry.toml's allow_code/allow_pickle grant nothing, see ferry.consent), and
+    `--sagemaker` reads code/inference.py only at the archive's top (the sagemaker
+    layout), never inside NAME/."""
+    for member, path in members.items():
+        if PurePosixPath(member).name == OPTIONS_FILE and path is not None and path.is_file():
+            text = path.read_text(errors="replace")
+            if "allow_code" in text or "allow_pickle" in text:
+                log.warning(
+                    "%s sets allow_code/allow_pickle, which grant nothing on an endpoint: "
+                    "consent is the deploy's (ferry deploy sagemaker --allow-code / "
+                    "--allow-pickle set %s / %s on the container)",
+                    member,
+                    CODE_ENV,
+                    PICKLE_ENV,
+                )
+    for nested in members:
+        parts = PurePosixPath(nested).parts
+        if len(parts) != 3 or parts[1:] != (CODE_DIR, "inference.py"):
+            continue
+        log.warning(
+            "%s: ferry serve --sagemaker and the SageMaker container read code/inference.py "
+            "only at the archive's top; pack with the sagemaker layout to serve it there",
+            nested,
+        )
     code = [n for n in members if PurePosixPath(n).name in ("model.py", "inference.py")]
     pickles = [n for n in members if PurePosixPath(n).name in ("model.joblib", "model.pkl")]
     if any(PurePosixPath(n).name == "inference.py" for n in code):

@@ -21,6 +21,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ferry.consent import CODE_ENV, PICKLE_ENV, model_names
+from ferry.protocols.sagemaker_requirements import REQUIREMENTS_ENV
+from ferry.repository.sagemaker_catalog import MULTI_MODEL_ENV
 
 VARIANT = "AllTraffic"
 # The status an endpoint settles in; anything else but Failed is still moving.
@@ -30,11 +32,13 @@ FAILED_STATES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
 CONTAINER_ENVIRONMENT = {"FERRY_SAGEMAKER": "true"}
 
 
-def consent_environment(allow_code: Iterable[str], allow_pickle: Iterable[str]) -> dict[str, str]:
+def consent_environment(
+    allow_code: Iterable[str], allow_pickle: Iterable[str], allow_requirements: bool = False
+) -> dict[str, str]:
     """The container environment that gives the operator's consent to run models' code
-    or unpickle their files (`ferry serve --sagemaker` reads it; see ferry.consent).
-    Raises ValueError for a malformed model name."""
-    env = {}
+    or unpickle their files (`ferry serve --sagemaker` reads it; see ferry.consent), and
+    to pip-install code/requirements.txt. Raises ValueError for a malformed model name."""
+    env = {REQUIREMENTS_ENV: "true"} if allow_requirements else {}
     for variable, values in ((CODE_ENV, allow_code), (PICKLE_ENV, allow_pickle)):
         names = model_names(values)
         if names:
@@ -57,6 +61,9 @@ class DeploySpec:
     role_arn: str
     image: str
     environment: dict[str, str] = field(default_factory=dict)
+    # A multi-model endpoint: `model_data_url` is an S3 prefix of model archives, the
+    # container runs in `Mode: MultiModel` and loads them on demand (TargetModel).
+    multi_model: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,14 +95,25 @@ def ferry_version() -> str:
         return "latest"
 
 
-def default_image(session, endpoint_url: str | None = None) -> str:
+# SageMaker's GPU instance families (ml.g4dn, ml.g5, ml.g6, ml.p3, ml.p4d, ml.p5, ...).
+_GPU_INSTANCE_PREFIXES = ("ml.g", "ml.p")
+
+
+def image_tag(instance_type: str = "") -> str:
+    """The tag of ferry's image for an instance type: `<version>` (the default
+    Dockerfile: TensorFlow CPU + ONNX), `<version>-gpu` (Dockerfile.gpu) on GPU types."""
+    gpu = instance_type.startswith(_GPU_INSTANCE_PREFIXES)
+    return f"{ferry_version()}-gpu" if gpu else ferry_version()
+
+
+def default_image(session, endpoint_url: str | None = None, instance_type: str = "") -> str:
     """ferry's image in the caller's own ECR (`<account>.dkr.ecr.<region>.amazonaws.com/
-    ferry:<version>`): AWS publishes no ferry image, so the README's build-and-push
-    step puts it there."""
+    ferry:<tag>`, see `image_tag`): AWS publishes no ferry image, so the build-and-push
+    step of docs/sagemaker.md puts it there."""
     sts = session.client("sts", endpoint_url=endpoint_url)
     account = sts.get_caller_identity()["Account"]
     region = session.region_name or "us-east-1"
-    return f"{account}.dkr.ecr.{region}.amazonaws.com/ferry:{ferry_version()}"
+    return f"{account}.dkr.ecr.{region}.amazonaws.com/ferry:{image_tag(instance_type)}"
 
 
 def resource_name(endpoint_name: str, now: datetime | None = None) -> str:
@@ -129,11 +147,7 @@ def deploy(client, spec: DeploySpec, now: datetime | None = None) -> DeployResul
         client.create_model(
             ModelName=name,
             ExecutionRoleArn=spec.role_arn,
-            PrimaryContainer={
-                "Image": spec.image,
-                "ModelDataUrl": spec.model_data_url,
-                "Environment": {**CONTAINER_ENVIRONMENT, **spec.environment},
-            },
+            PrimaryContainer=_container(spec),
         )
         client.create_endpoint_config(
             EndpointConfigName=name,
@@ -155,6 +169,18 @@ def deploy(client, spec: DeploySpec, now: datetime | None = None) -> DeployResul
     except ClientError as exc:
         raise DeployError(_client_error(exc)) from None
     return DeployResult(spec.endpoint_name, name, name, updated=existing is not None)
+
+
+def _container(spec: DeploySpec) -> dict[str, Any]:
+    """The model's container definition; a multi-model one also tells ferry (and the
+    SageMaker TensorFlow Serving container) so through SAGEMAKER_MULTI_MODEL."""
+    environment = {**CONTAINER_ENVIRONMENT, **spec.environment}
+    container: dict[str, Any] = {"Image": spec.image, "ModelDataUrl": spec.model_data_url}
+    if spec.multi_model:
+        container["Mode"] = "MultiModel"
+        environment[MULTI_MODEL_ENV] = "true"
+    container["Environment"] = environment
+    return container
 
 
 def wait_in_service(

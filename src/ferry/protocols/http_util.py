@@ -11,7 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from ferry.errors import FerryError, unexpected
+import orjson
+
+from ferry.errors import FerryError, InvalidArgument, unexpected
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +116,17 @@ async def send_response(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def json_object_body(body: bytes) -> dict:
+    """A small JSON control body (V2 repository and shared-memory requests): an object,
+    or {} for an empty body; anything else is an InvalidArgument."""
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("The request body must be a JSON object")
+    return value

@@ -13,10 +13,13 @@ pairs, other keys ignored). Without `tfs-model-name` the default model answers:
 container takes the first it finds on disk, an order it does not define). Without
 `tfs-model-version` the newest version answers.
 
-Responses are TF Serving's `:predict` JSON; `Accept: application/jsonlines` gets the
-same JSON on one line with that content type, as from the container. Errors are TF
-Serving's `{"error": "..."}` with its status codes, plus 415 for an unsupported
-Content-Type.
+`tfs-method=classify|regress` runs TF Serving's `:classify`/`:regress` on the same JSON
+(`{"signature_name": ..., "examples": [...]}`), as the container forwards it.
+
+Responses are TF Serving's JSON; with a JSON type in Accept the same JSON comes on one
+line, typed as the first type listed (`application/jsonlines`, ...), as from the
+container. Errors are TF Serving's `{"error": "..."}` with its status codes, plus 415
+for an unsupported Content-Type.
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry.codecs.example_tasks import CLASSIFY, REGRESS
+from ferry.codecs.json_parser import parse_json
 from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON, JSON_LINES, JSONS, to_predict_body
-from ferry.codecs.tfserving_json import DecodedPredict, decode_predict_body, encode_predict_response
-from ferry.errors import FerryError, InvalidArgument, NotFound, Unimplemented
+from ferry.codecs.tfserving_json import (
+    DecodedPredict,
+    PredictBody,
+    decode_predict_body,
+    encode_predict_response,
+)
+from ferry.errors import FerryError, InvalidArgument, NotFound
 from ferry.inference import InferenceService
 from ferry.manager import ModelManager
 from ferry.protocols.http_util import (
@@ -45,8 +55,13 @@ from ferry.protocols.http_util import (
     header,
     read_body,
 )
-from ferry.protocols.sagemaker_handlers import Context, HandlerResponse, InferenceHandlers
-from ferry.protocols.tfserving_rest import error_parts
+from ferry.protocols.sagemaker_handlers import (
+    Context,
+    HandlerResponse,
+    InferenceHandlers,
+    LoopbackAddress,
+)
+from ferry.protocols.tfserving_rest import ExampleRequest, classify_or_regress, error_parts
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 
@@ -89,12 +104,15 @@ class SageMakerInvocations:
         limits: RequestLimits,
         options: SageMakerOptions,
         server_ready: Callable[[], bool],
+        loopback: LoopbackAddress | None = None,
     ) -> None:
         self.manager = manager
         self.inference = inference
         self.limits = limits
         self.options = options
         self._server_ready = server_ready
+        # Where inference.py's handlers reach this server (Context.rest_uri, .channel).
+        self.loopback = loopback
 
     def routes(self) -> list[Route]:
         return [Route(PING_PATH, self.ping, methods=["GET"])]
@@ -152,7 +170,7 @@ class SageMakerInvocations:
         handlers = self.options.handlers
         content_type = media_type(header(scope, b"content-type"))
         # An input_handler decides itself which payloads it reads.
-        if content_type not in CONTENT_TYPES and not (handlers and handlers.input_handler):
+        if content_type not in CONTENT_TYPES and not (handlers and handlers.reads_any_payload):
             shown = (header(scope, b"content-type") or b"Unknown").decode("latin-1")
             raise UnsupportedMediaType(f"Unsupported Media Type: {shown}")
         attributes = custom_attributes(header(scope, CUSTOM_ATTRIBUTES))
@@ -160,14 +178,19 @@ class SageMakerInvocations:
         version = _version(attributes.get("tfs-model-version"))
         if version is not None:
             label = None
-        _check_method(attributes.get("tfs-method", "predict"))
+        method = _method(attributes.get("tfs-method", "predict"))
         if handlers is not None:
             return await self._invoke_with_handlers(
-                handlers, scope, receive, api, model, version, label
+                handlers, scope, receive, api, model, version, label, method
             )
         request = to_predict_body(
             await read_body(scope, receive, self.limits.max_request_bytes), content_type
         )
+        if method != "predict":
+            # As the container forwards the JSON to TF Serving's `:classify`/`:regress`.
+            where = ExampleRequest(api, model, version, label, method)
+            body = await classify_or_regress(self.inference, self.limits, where, request)
+            return _as_accepted(body, header(scope, b"accept"))
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
@@ -178,11 +201,7 @@ class SageMakerInvocations:
         prediction = await self.inference.predict(api, model, version, label, decode)
         assert decoded is not None
         body = encode_predict_response(prediction.outputs, decoded.format)
-        lines_type = jsonlines_accepted(header(scope, b"accept"))
-        if lines_type is None:
-            return body, b"application/json"
-        # The container answers JSON lines with the same JSON, its newlines removed.
-        return body.replace(b"\n", b""), lines_type.encode()
+        return _as_accepted(body, header(scope, b"accept"))
 
     async def _invoke_with_handlers(
         self,
@@ -193,39 +212,59 @@ class SageMakerInvocations:
         model: str,
         version: int | None,
         label: str | None,
+        method: str = "predict",
     ) -> tuple[bytes, bytes]:
         """/invocations through `code/inference.py` (see `ferry.protocols.sagemaker_handlers`).
 
         Handlers are user code that may block, so they run in worker threads, never on
         the event loop."""
         raw = await read_body(scope, receive, self.limits.max_request_bytes)
-        context = _handler_context(scope, model, version, len(raw))
+        context = _handler_context(scope, model, len(raw), self.loopback)
+        if handlers.handler is not None:
+            answer, answer_type = await asyncio.to_thread(handlers.handle, raw, context)
+            return answer, answer_type.encode("latin-1")
+        prepared = None
         if handlers.input_handler is not None:
             prepared = await asyncio.to_thread(handlers.prepare, raw, context)
-            request = to_predict_body(prepared, JSON)
-        else:
-            request = to_predict_body(raw, media_type(header(scope, b"content-type")))
+        content_type = media_type(header(scope, b"content-type"))
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
-            decoded = decode_predict_body(request, served.signatures, self.limits.budget())
+            budget = self.limits.budget()
+            if prepared is not None:
+                # Read as TF Serving reads the body the container posts to it.
+                decoded = PredictBody(prepared).decode(served.signatures, budget)
+            else:
+                request = to_predict_body(raw, content_type)
+                decoded = decode_predict_body(request, served.signatures, budget)
             return decoded.signature_name, decoded.inputs
 
         try:
-            prediction = await self.inference.predict(api, model, version, label, decode)
-            assert decoded is not None
-            status, body = 200, encode_predict_response(prediction.outputs, decoded.format)
+            if method != "predict":
+                # The container posts the handler's body to TF Serving's :classify/:regress.
+                request = (
+                    parse_json(prepared)
+                    if prepared is not None
+                    else to_predict_body(raw, content_type)
+                )
+                where = ExampleRequest(api, model, version, label, method)
+                answer = await classify_or_regress(self.inference, self.limits, where, request)
+            else:
+                prediction = await self.inference.predict(api, model, version, label, decode)
+                assert decoded is not None
+                answer = encode_predict_response(prediction.outputs, decoded.format)
+            status = 200
         except FerryError as exc:
             if handlers.output_handler is None:
                 raise
             # The handler sees the error as it would see TF Serving's answer.
-            status, body, _ = error_parts(exc)
+            status, answer, _ = error_parts(exc)
         if handlers.output_handler is None:
-            return body, JSON.encode()
-        response = HandlerResponse(status, body, {"Content-Type": JSON})
-        answer, answer_type = await asyncio.to_thread(handlers.finish, response, context)
-        return answer, answer_type.encode("latin-1")
+            return answer, JSON.encode()
+        response = HandlerResponse(status, answer, {"Content-Type": JSON})
+        result, result_type = await asyncio.to_thread(handlers.finish, response, context)
+        return result, result_type.encode("latin-1")
 
     def _default_model(self) -> str:
         if self.options.default_model:
@@ -246,18 +285,21 @@ def container_error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[byt
     return error_parts(error)
 
 
-def _handler_context(scope: Scope, model: str, version: int | None, length: int) -> Context:
+def _handler_context(
+    scope: Scope, model: str, length: int, loopback: LoopbackAddress | None
+) -> Context:
     """The container's Context for a request (see `ferry.protocols.sagemaker_handlers`)."""
-    attributes = header(scope, CUSTOM_ATTRIBUTES)
-    method = custom_attributes(attributes).get("tfs-method", "predict")
-    versioned = f"/versions/{version}" if version is not None else ""
+    raw_attributes = header(scope, CUSTOM_ATTRIBUTES)
+    attributes = custom_attributes(raw_attributes)
+    version, method = attributes.get("tfs-model-version"), attributes.get("tfs-method")
     return Context(
         model_name=model,
-        model_version=str(version) if version is not None else None,
+        model_version=version,
         method=method,
-        rest_uri=f"/v1/models/{model}{versioned}:{method}",
-        grpc_port=None,
-        custom_attributes=attributes.decode("latin-1") if attributes else None,
+        rest_uri=loopback.rest_uri(model, version, method) if loopback else "",
+        grpc_port=loopback.grpc_port if loopback else None,
+        channel=loopback.channel() if loopback else None,
+        custom_attributes=raw_attributes.decode("latin-1") if raw_attributes else None,
         request_content_type=(header(scope, b"content-type") or JSON.encode()).decode("latin-1"),
         accept_header=(header(scope, b"accept") or JSON.encode()).decode("latin-1"),
         content_length=length,
@@ -275,15 +317,27 @@ def media_type(value: bytes | None) -> str:
     return value.decode("latin-1").split(";", 1)[0].strip().lower()
 
 
-def jsonlines_accepted(accept: bytes | None) -> str | None:
-    """The JSON lines media type the Accept header asks for, if it asks for one."""
+def accepted_type(accept: bytes | None) -> str | None:
+    """The media type an answer carries for this Accept header, as the container picks
+    it: when the list names a JSON type anywhere, the first type listed (so
+    `application/json, application/jsonlines` answers JSON), or application/json when
+    the first is not a JSON type (the container would label JSON with it); otherwise
+    None (TF Serving's own application/json, the body as it came)."""
     if not accept:
         return None
-    for item in accept.decode("latin-1").split(","):
-        kind = item.split(";", 1)[0].strip().lower()
-        if kind in (JSON_LINES, JSONS):
-            return kind
-    return None
+    kinds = [item.split(";", 1)[0].strip().lower() for item in accept.decode("latin-1").split(",")]
+    if not any(kind in (JSON, JSON_LINES, JSONS) for kind in kinds):
+        return None
+    return kinds[0] if kinds[0] in (JSON, JSON_LINES, JSONS) else JSON
+
+
+def _as_accepted(body: bytes, accept: bytes | None) -> tuple[bytes, bytes]:
+    """TF Serving's JSON answer as the container returns it: with a JSON type accepted,
+    on one line (its newlines removed) under that type; else unchanged."""
+    kind = accepted_type(accept)
+    if kind is None:
+        return body, JSON.encode()
+    return body.replace(b"\n", b""), kind.encode()
 
 
 def custom_attributes(value: bytes | None) -> dict[str, str]:
@@ -307,16 +361,12 @@ def _version(value: str | None) -> int | None:
     return int(value)
 
 
-def _check_method(method: str) -> None:
-    """`predict` runs; classify and regress fail as TF Serving's REST API fails them for
-    models without such signatures; anything else is malformed, as TF Serving says."""
-    if method == "predict":
-        return
-    if method in ("classify", "regress"):
-        raise Unimplemented(
-            f"tfs-method={method} needs a model with a {method} signature; ferry serves "
-            f"{method} for TensorFlow models that have one. Use tfs-method=predict."
-        )
+def _method(method: str) -> str:
+    """`tfs-method`: predict, or classify / regress, which run as TF Serving's REST API
+    runs them (the signature's checks and messages are TF Serving's); anything else is
+    malformed, as TF Serving says of a path with another method."""
+    if method in ("predict", CLASSIFY, REGRESS):
+        return method
     raise InvalidArgument(
         f"Malformed request: tfs-method={method} (expected predict, classify or regress)"
     )

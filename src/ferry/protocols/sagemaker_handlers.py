@@ -1,37 +1,48 @@
 """SageMaker's `code/inference.py`: pre- and post-processing around any model.
 
 The SageMaker TensorFlow Serving container runs a user's `code/inference.py` (in the
-SageMaker model folder, `/opt/ml/model/code/`) around each `/invocations` request;
-ferry follows its contract for the handler pair:
+SageMaker model folder, `/opt/ml/model/code/`, or `/opt/ml/models/code/` on a
+multi-model endpoint) around each request; ferry follows its contract for both forms:
+
+    def handler(data, context):             # the whole request: the handler posts the
+        response = requests.post(context.rest_uri, data=...)   # body to TF Serving itself
+        return response.content, context.accept_header         # (body, Content-Type)
 
     def input_handler(data, context):     # data: the request body as a file (.read())
         return json.dumps({"instances": ...})   # a TF Serving REST :predict body
     def output_handler(response, context):  # response: the model's REST answer
         return response.content, context.accept_header   # (body, Content-Type)
 
-`response` has what handlers use of the container's `requests.Response`:
-`status_code`, `content` (bytes), `text`, `ok`, `json()`; an error from the model
-arrives as its status code and TF Serving's `{"error": ...}` body, as from TF Serving.
-`context` is the container's `Context` namedtuple (model_name, model_version, method,
-rest_uri, grpc_port, custom_attributes, request_content_type, accept_header,
-content_length); `rest_uri` is the REST path the body would be posted to and
-`grpc_port` is None: ferry runs the model in-process, with no hop through HTTP.
-Either handler may be left out (the request or the answer then passes as without
-`inference.py`); with an `input_handler`, any Content-Type is accepted, since the
-handler decides what it reads. `code/lib/` is put on `sys.path`, as in the container.
+As in the container, `handler` wins when the file defines it. For the pair, ferry runs
+the model in-process (no hop through HTTP) and hands `output_handler` what handlers
+use of the container's `requests.Response`: `status_code`, `content` (bytes), `text`,
+`ok`, `json()`. The body `input_handler` returns is read as TF Serving's REST API reads
+a `:predict` body, and a body it cannot read (empty, malformed) or a failing model run
+reaches `output_handler` as TF Serving's status and `{"error": ...}` body, as the
+container posts it to TF Serving and hands over its answer. Either handler of the pair
+may be left out (ferry's extension: the request or the answer then passes as without
+`inference.py`); with an `input_handler` or `handler`, any Content-Type is accepted.
 
-Not supported: the single `handler(data, context)` form (it posts to TF Serving's REST
-port itself) and installing `code/requirements.txt` at start-up (install a model's
-dependencies into the image instead: ferry logs a warning when it finds one). A file
-with only `handler` is a start-up error, not a silent difference.
+`context` is the container's `Context` namedtuple, its fields in its order (model_name,
+model_version, method, rest_uri, grpc_port, channel, custom_attributes,
+request_content_type, accept_header, content_length). `rest_uri` is a URL on ferry's
+own TF Serving REST API (`http://127.0.0.1:PORT/v1/models/NAME[/versions/N]:METHOD`)
+and `channel` a gRPC channel to ferry's gRPC port (None without one), so a `handler`
+that posts or calls TF Serving works unchanged. `model_version` and `method` are the
+`tfs-model-version` / `tfs-method` attributes (None when absent, as in the container);
+`model_name` is the model that answers (the container leaves it None without
+`tfs-model-name` on a single-model endpoint).
+
+`code/lib/` is put on `sys.path`; `code/requirements.txt` is installed at start-up only
+with the operator's separate consent (`ferry.protocols.sagemaker_requirements`).
 
 Consent: `inference.py` is code that runs around every model's requests, so ferry runs
 it only when the operator allows code for every model: `FERRY_ALLOW_CODE='*'` in the
 container's environment (`ferry deploy sagemaker --allow-code '*'` sets it) or
 `ferry serve --sagemaker --allow_code '*'`, the rule for every code file in a model
 folder (see `ferry.consent`); otherwise ferry refuses to start, as the container refuses
-to start with a broken `inference.py`. A handler that
-raises fails that request with HTTP 500 and the exception's message.
+to start with a broken `inference.py`. A handler that raises fails that request with
+HTTP 500 and `{"error": str(exception)}`, as in the container.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import io
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +59,10 @@ from typing import Any, NamedTuple
 
 from ferry.consent import ALL_MODELS, ExecutionConsent
 from ferry.errors import InternalError
+from ferry.protocols.sagemaker_requirements import (
+    DEFAULT_TIMEOUT_SECONDS,
+    install_requirements,
+)
 from ferry.runtimes.python import code_description, import_file
 
 log = logging.getLogger(__name__)
@@ -60,13 +76,54 @@ class Context(NamedTuple):
 
     model_name: str
     model_version: str | None
-    method: str
+    method: str | None
     rest_uri: str
     grpc_port: int | None
+    channel: Any  # a grpc.Channel to ferry's gRPC port, None without one
     custom_attributes: str | None
     request_content_type: str
     accept_header: str
     content_length: int
+
+
+class LoopbackAddress:
+    """Where a handler reaches this server's own TF Serving APIs (REST and gRPC).
+
+    The gRPC channel is made on first use and shared, as the container makes one per
+    TF Serving port; thread-safe."""
+
+    def __init__(self, host: str, rest_port: int, grpc_port: int) -> None:
+        self.host = _loopback_host(host)
+        self.rest_port = rest_port
+        self.grpc_port = grpc_port or None
+        self._channel: Any = None
+        self._lock = threading.Lock()
+
+    def rest_uri(self, model: str, version: str | None, method: str | None) -> str:
+        """The container's TF Serving URL for a request (`make_tfs_uri`)."""
+        uri = f"http://{self.host}:{self.rest_port}/v1/models/{model}"
+        if version:
+            uri += f"/versions/{version}"
+        return f"{uri}:{method or 'predict'}"
+
+    def channel(self) -> Any:
+        if self.grpc_port is None:
+            return None
+        with self._lock:
+            if self._channel is None:
+                import grpc
+
+                self._channel = grpc.insecure_channel(f"{self.host}:{self.grpc_port}")
+            return self._channel
+
+
+def _loopback_host(host: str) -> str:
+    """The address a handler dials: loopback where the server listens on every address."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True)
@@ -89,42 +146,77 @@ class HandlerResponse:
         return json.loads(self.content)
 
 
+class HandlerFailed(InternalError):
+    """A handler raised: the request gets 500 and the exception's text, as in the container."""
+
+
 @dataclass(frozen=True)
 class InferenceHandlers:
-    """The handlers found in `code/inference.py`; either may be None."""
+    """The handlers found in `code/inference.py`: `handler`, or either of the pair."""
 
     input_handler: Callable[[Any, Context], Any] | None
     output_handler: Callable[[HandlerResponse, Context], Any] | None
+    handler: Callable[[Any, Context], Any] | None = None
+
+    @property
+    def reads_any_payload(self) -> bool:
+        """The handlers, not ferry, decide which Content-Types they read."""
+        return self.handler is not None or self.input_handler is not None
+
+    def handle(self, body: bytes, context: Context) -> tuple[bytes, str]:
+        """The single `handler`'s (body, Content-Type) for a request body."""
+        assert self.handler is not None
+        return _answer(_call(self.handler, io.BytesIO(body), context, "handler"), "handler")
 
     def prepare(self, body: bytes, context: Context) -> bytes:
         """The `input_handler`'s TF Serving body for a request body (as bytes)."""
         assert self.input_handler is not None
-        try:
-            result = self.input_handler(io.BytesIO(body), context)
-        except Exception as exc:
-            raise InternalError(f"input_handler failed: {type(exc).__name__}: {exc}") from exc
+        result = _call(self.input_handler, io.BytesIO(body), context, "input_handler")
         return _as_bytes(result, "input_handler")
 
     def finish(self, response: HandlerResponse, context: Context) -> tuple[bytes, str]:
         """The `output_handler`'s (body, Content-Type) for the model's answer."""
         assert self.output_handler is not None
-        try:
-            result = self.output_handler(response, context)
-        except Exception as exc:
-            raise InternalError(f"output_handler failed: {type(exc).__name__}: {exc}") from exc
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise InternalError(
-                f"output_handler must return (body, content_type), not {type(result).__name__}"
-            )
-        body, content_type = result
-        return _as_bytes(body, "output_handler"), str(content_type)
+        result = _call(self.output_handler, response, context, "output_handler")
+        return _answer(result, "output_handler")
 
 
-def load_handlers(model_dir: Path, consent: ExecutionConsent) -> InferenceHandlers | None:
+def _call(function: Callable, data: Any, context: Context, where: str) -> Any:
+    try:
+        return function(data, context)
+    except Exception as exc:
+        log.exception("%s raised handling a request", where)
+        raise HandlerFailed(str(exc)) from exc
+
+
+def _answer(result: Any, where: str) -> tuple[bytes, str]:
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise InternalError(
+            f"{where} must return (body, content_type), not {type(result).__name__}"
+        )
+    body, content_type = result
+    return _as_bytes(body, where), str(content_type)
+
+
+@dataclass(frozen=True)
+class RequirementsOptions:
+    """Whether and how `code/requirements.txt` is installed (the operator's choice)."""
+
+    allowed: bool = False
+    cache_dir: Path | None = None  # None: nothing is installed (no place to put it)
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+
+def load_handlers(
+    model_dir: Path,
+    consent: ExecutionConsent,
+    requirements: RequirementsOptions | None = None,
+) -> InferenceHandlers | None:
     """The handlers of `model_dir/code/inference.py`, None when there is no such file.
 
     Raises CodeNotAllowed unless `consent` allows code for every model (`*`), ValueError
-    for a file without the supported handlers, and whatever importing the file raises.
+    for a file without the supported handlers, RequirementsError when pip fails, and
+    whatever importing the file raises.
     """
     path = model_dir / HANDLER_FILE
     if not path.is_file():
@@ -133,24 +225,26 @@ def load_handlers(model_dir: Path, consent: ExecutionConsent) -> InferenceHandle
     consent.for_model(ALL_MODELS, trusted=True).require_code(
         f"code/{code_description(path)} and runs around every model's requests"
     )
-    if (model_dir / "code" / "requirements.txt").is_file():
-        log.warning(
-            "%s: ferry does not pip-install at start-up; these packages must be "
-            "installed in the image already",
-            model_dir / "code" / "requirements.txt",
+    requirements = requirements or RequirementsOptions()
+    installed = None
+    if requirements.cache_dir is not None:
+        installed = install_requirements(
+            model_dir, requirements.cache_dir, requirements.allowed, requirements.timeout_seconds
         )
-    library = model_dir / LIBRARY_DIR
-    if library.is_dir() and str(library) not in sys.path:
-        sys.path.insert(0, str(library))
+    # code/lib first, then the installed packages, as the container's PYTHONPATH has it.
+    for folder in (installed, model_dir / LIBRARY_DIR):
+        if folder is not None and folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     module = import_file(path, "ferry_sagemaker_inference")
+    handler = getattr(module, "handler", None)
+    if callable(handler):
+        return InferenceHandlers(None, None, handler)
     input_handler = getattr(module, "input_handler", None)
     output_handler = getattr(module, "output_handler", None)
     if input_handler is None and output_handler is None:
-        has_handler = callable(getattr(module, "handler", None))
         raise ValueError(
-            f"{path} defines "
-            + ("handler(data, context), which ferry does not support" if has_handler else "none")
-            + " of input_handler(data, context) / output_handler(response, context)"
+            f"{path} defines none of handler(data, context), input_handler(data, context) "
+            "and output_handler(response, context)"
         )
     return InferenceHandlers(input_handler, output_handler)
 

@@ -12,7 +12,9 @@ Which model answers:
   endpoint name also matches the model whose name has `_` where it has `-`
   (`mlp-small` -> `mlp_small`) when no model is called exactly that.
 - `TargetModel` (header X-Amzn-SageMaker-Target-Model), as on a multi-model endpoint,
-  names the model instead (`NAME` or `NAME.tar.gz`, folders before it ignored).
+  names the model instead (`NAME` or `NAME.tar.gz`, folders before it ignored). On a
+  multi-model server (`ferry.protocols.sagemaker_mme`) it is the archive's path under
+  the model data URL, fetched and loaded on first use; a missing one is a ValidationError.
 - `tfs-model-name` in the custom attributes works as with the SageMaker TensorFlow
   Serving container behind a real endpoint; `tfs-model-version` picks a version.
 - `TargetVariant` names a version label (production variants are the versions that a
@@ -63,12 +65,12 @@ from ferry.protocols.sagemaker import (
     container_error_parts,
     custom_attributes,
 )
+from ferry.protocols.sagemaker_mme import TARGET_MODEL, MultiModelEndpoint, TargetModelNotFound
 
 log = logging.getLogger(__name__)
 
 RUNTIME_PREFIX = "/endpoints/"
 DEFAULT_VARIANT = "AllTraffic"
-TARGET_MODEL = b"x-amzn-sagemaker-target-model"
 TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 CUSTOM_ATTRIBUTES_LIMIT = 1024
 _PATH = re.compile(r"/endpoints/(?P<name>[^/]+)/invocations")
@@ -111,6 +113,8 @@ class SageMakerRuntime:
         self.manager = manager
         self.invocations = invocations
         self._server_ready = server_ready
+        # Set on a multi-model endpoint: TargetModel loads models on first use.
+        self.multi_model: MultiModelEndpoint | None = None
 
     async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every POST under /endpoints/ (a fast-path prefix)."""
@@ -175,8 +179,17 @@ class SageMakerRuntime:
                 f"{CUSTOM_ATTRIBUTES_LIMIT}"
             )
         target = header(scope, TARGET_MODEL)
-        model = self._target_model(target) if target else self._endpoint_model(endpoint)
         variant = (header(scope, TARGET_VARIANT) or b"").decode("latin-1") or DEFAULT_VARIANT
+        if target and self.multi_model is not None:
+            # A multi-model endpoint: the target is fetched and loaded on first use.
+            try:
+                body, content_type = await self.multi_model.invoke_target(
+                    scope, receive, target.decode("latin-1"), API
+                )
+            except TargetModelNotFound as exc:
+                raise validation_error(exc.message) from None
+            return body, content_type, variant
+        model = self._target_model(target) if target else self._endpoint_model(endpoint)
         label = None if variant == DEFAULT_VARIANT else variant
         if label is not None and label not in self.manager.labels(model):
             raise validation_error(

@@ -29,6 +29,7 @@ from ferry.codecs.example_tasks import (
     CLASSIFY,
     REGRESS,
     ExampleTask,
+    check_predict_method,
     classify_results,
     example_task,
     multi_inference_tasks,
@@ -74,6 +75,7 @@ class TFServingGrpc:
         limits: RequestLimits,
         *,
         outputs_as_tensor_content: bool = False,
+        check_method_names: bool = False,
     ) -> None:
         self.manager = manager
         self.inference = inference
@@ -83,6 +85,8 @@ class TFServingGrpc:
         # --enable_serialization_as_tensor_content: Predict outputs in tensor_content
         # rather than in the typed *_val fields (TF Serving's default, and ferry's).
         self.outputs_as_tensor_content = outputs_as_tensor_content
+        # --enable_signature_method_name_check (ferry.codecs.example_tasks).
+        self.check_method_names = check_method_names
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """Generic handlers for grpc.aio; request bytes are parsed by ferry, not grpc."""
@@ -118,6 +122,7 @@ class TFServingGrpc:
             signature = served.signatures.get(signature_name)
             if signature is None:
                 raise tfserving_messages.signature_key_not_found(signature_name)
+            check_predict_method(signature, self.check_method_names)
             inputs = decode_inputs(request.inputs, signature, self.limits.budget())
             _check_output_filter(output_filter, signature.outputs)
             return signature_name, inputs
@@ -193,7 +198,9 @@ class TFServingGrpc:
         examples = examples_from_input(request.input, budget)
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
-            task = example_task(served.signatures, spec.signature_name, method)
+            task = example_task(
+                served.signatures, spec.signature_name, method, self.check_method_names
+            )
             return task.signature_name, task.feeds(serialized_examples(examples, budget=budget))
 
         prediction = await self.inference.predict(
@@ -216,7 +223,9 @@ class TFServingGrpc:
         for attempt in range(_MULTI_INFERENCE_ATTEMPTS):
             served = self.manager.acquire(spec.name, version, label)
             try:
-                tasks = multi_inference_tasks(request.tasks, served.signatures)
+                tasks = multi_inference_tasks(
+                    request.tasks, served.signatures, self.check_method_names
+                )
                 pinned = served.version
             finally:
                 served.release()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import orjson
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ferry.codecs.example_tasks import example_task
+from ferry.codecs.example_tasks import check_predict_method, example_task
 from ferry.codecs.tf_example import examples_from_json, results_json, serialized_examples
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
@@ -42,6 +43,7 @@ from ferry.protocols.http_util import (
     answer_post,
     read_body,
 )
+from ferry.protocols.request_encoding import decoded_body, inflates_too_large, tfserving_coding
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 from ferry.tensors import TensorSpec, tf_dtype_name
@@ -101,15 +103,61 @@ def _json(body: object) -> Response:
     return Response(orjson.dumps(body, option=_PRETTY), media_type=_JSON)
 
 
+@dataclass(frozen=True)
+class ExampleRequest:
+    """Where a classify or regress request goes: API label (metrics), model, version or
+    label, and the method (`classify` or `regress`)."""
+
+    api: str
+    model: str
+    version: int | None
+    label: str | None
+    method: str
+
+
+async def classify_or_regress(
+    inference: InferenceService,
+    limits: RequestLimits,
+    request: ExampleRequest,
+    body: object,
+    check_method_names: bool = False,
+) -> bytes:
+    """TF Serving's `:classify` / `:regress` answer to a parsed JSON body: the examples
+    become the signature's serialized tf.Example input and take the Predict path;
+    `{"results": [...]}` comes back. The body is read before the signature is looked at,
+    as TF Serving does. Shared by this API and SageMaker's `tfs-method` (the container
+    forwards the same JSON to TF Serving's REST API)."""
+    budget = limits.budget()
+    examples = examples_from_json(body, budget)
+    signature_name = signature_name_of(body)
+
+    def decode(served: ServedVersion) -> tuple[str, dict]:
+        task = example_task(served.signatures, signature_name, request.method, check_method_names)
+        return task.signature_name, task.feeds(serialized_examples(examples, budget=budget))
+
+    prediction = await inference.predict(
+        request.api, request.model, request.version, request.label, decode
+    )
+    results = results_json(request.method, prediction.outputs, len(examples))
+    return orjson.dumps({"results": results}, option=_PRETTY)
+
+
 class TFServingRest:
     """Route handlers for TF Serving's REST API over one manager and inference service."""
 
     def __init__(
-        self, manager: ModelManager, inference: InferenceService, limits: RequestLimits
+        self,
+        manager: ModelManager,
+        inference: InferenceService,
+        limits: RequestLimits,
+        *,
+        check_method_names: bool = False,
     ) -> None:
         self.manager = manager
         self.inference = inference
         self.limits = limits
+        # --enable_signature_method_name_check (ferry.codecs.example_tasks).
+        self.check_method_names = check_method_names
 
     def routes(self) -> list[Route]:
         return [
@@ -144,7 +192,9 @@ class TFServingRest:
         if method not in ("predict", "classify", "regress"):
             raise InvalidArgument(f"Malformed request: POST {path}")
         version = rest_version(match["version"])  # the path's errors first, as TF Serving
-        raw = await read_body(scope, receive, self.limits.max_request_bytes)
+        limit = self.limits.max_request_bytes
+        raw = await read_body(scope, receive, limit)
+        raw = await decoded_body(raw, tfserving_coding(scope), limit, inflates_too_large)
         if method != "predict":
             answer = await self._classify_or_regress(method, match, version, parse_json(raw))
             return answer, JSON, []
@@ -154,6 +204,7 @@ class TFServingRest:
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
             decoded = body.decode(served.signatures, self.limits.budget())
+            check_predict_method(served.signatures[decoded.signature_name], self.check_method_names)
             return decoded.signature_name, decoded.inputs
 
         prediction = await self.inference.predict(
@@ -165,22 +216,14 @@ class TFServingRest:
     async def _classify_or_regress(
         self, method: str, match: re.Match[str], version: int | None, body: object
     ) -> bytes:
-        """`:classify` / `:regress`: the examples become the signature's serialized
-        tf.Example input and take the Predict path; `{"results": [...]}` comes back.
-        The body is read before the signature is looked at, as TF Serving does."""
-        budget = self.limits.budget()
-        examples = examples_from_json(body, budget)
-        signature_name = signature_name_of(body)
-
-        def decode(served: ServedVersion) -> tuple[str, dict]:
-            task = example_task(served.signatures, signature_name, method)
-            return task.signature_name, task.feeds(serialized_examples(examples, budget=budget))
-
-        prediction = await self.inference.predict(
-            "rest", match["model"], version, match["label"], decode
+        """`:classify` / `:regress` (see `classify_or_regress`)."""
+        return await classify_or_regress(
+            self.inference,
+            self.limits,
+            ExampleRequest("rest", match["model"], version, match["label"], method),
+            body,
+            self.check_method_names,
         )
-        results = results_json(method, prediction.outputs, len(examples))
-        return orjson.dumps({"results": results}, option=_PRETTY)
 
     def _get(self, match: re.Match[str]) -> Response:
         model, label = match["model"], match["label"]

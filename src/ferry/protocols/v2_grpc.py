@@ -22,8 +22,12 @@ import numpy as np
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from ferry import triton_messages
+from ferry.codecs.aligned import aligned
+from ferry.codecs.classification import ClassificationRequest, class_count
 from ferry.codecs.v2 import (
     array_from_raw,
+    array_from_region,
     array_from_values,
     check_against,
     check_outputs,
@@ -31,11 +35,24 @@ from ferry.codecs.v2 import (
     numpy_dtype,
     raw_bytes,
     v2_datatype,
+    write_to_region,
 )
-from ferry.errors import InvalidArgument
+from ferry.codecs.v2_shared_memory import REGION, Window, check_output_window, grpc_window
+from ferry.errors import InvalidArgument, NotFound
 from ferry.inference import InferenceService
 from ferry.protocols.grpc_util import Handler, unary_method
-from ferry.protocols.v2_models import V2Models, parse_version, signature_name_of, signature_of
+from ferry.protocols.shared_memory import ClientRegions, grpc_client
+from ferry.protocols.v2_models import (
+    V2Models,
+    classification_labels,
+    is_batched,
+    parse_version,
+    signature_name_of,
+    signature_of,
+)
+from ferry.protocols.v2_shared_memory_api import SharedMemoryApi
+from ferry.protocols.v2_stream import DEFAULT_MAX_IN_FLIGHT, ModelStream
+from ferry.protocols.v2_unsupported import refuse_sequence_grpc
 from ferry.protos import message_class
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits, TensorBudget
@@ -68,11 +85,18 @@ class V2Grpc:
     """The V2 gRPC service over the shared model queries and inference service."""
 
     def __init__(
-        self, models: V2Models, inference: InferenceService, limits: RequestLimits
+        self,
+        models: V2Models,
+        inference: InferenceService,
+        limits: RequestLimits,
+        shared_memory: SharedMemoryApi | None = None,
+        max_in_flight_per_stream: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.models = models
         self.inference = inference
         self.limits = limits
+        self.shared_memory = shared_memory
+        self.stream = ModelStream(self.model_infer, max_in_flight_per_stream)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """One generic handler for grpc.aio; request bytes are parsed by ferry, not grpc."""
@@ -88,6 +112,8 @@ class V2Grpc:
             "RepositoryIndex": self._method(self.repository_index, "RepositoryIndexRequest"),
             "RepositoryModelLoad": self._method(self.load, "RepositoryModelLoadRequest"),
             "RepositoryModelUnload": self._method(self.unload, "RepositoryModelUnloadRequest"),
+            "ModelStreamInfer": self.stream.method(),
+            **(self.shared_memory.grpc_methods() if self.shared_memory is not None else {}),
         }
         return [grpc.method_handlers_generic_handler(SERVICE, methods)]
 
@@ -132,7 +158,11 @@ class V2Grpc:
         return json_format.ParseDict({"models": index}, _msg("RepositoryIndexResponse")())
 
     async def load(self, request: Message, context) -> Message:
-        await self.models.load(request.model_name)
+        parameters = {
+            key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+            for key, value in request.parameters.items()
+        }
+        await self.models.load(request.model_name, parameters)
         return _msg("RepositoryModelLoadResponse")()
 
     async def unload(self, request: Message, context) -> Message:
@@ -142,40 +172,94 @@ class V2Grpc:
     # -- inference ----------------------------------------------------------------------------
 
     async def model_infer(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        inputs = _decode_inputs(request, self.limits.budget())
+        # Triton's order: the version string, the model, then the inputs.
+        model, version = request.model_name, parse_version(request.model_version)
+        self.models.acquire(model, version).release()  # an unknown model: Triton's error
+        refuse_sequence_grpc(request.parameters)
+        regions = (
+            ClientRegions(self.shared_memory.registry, grpc_client(context.peer()))
+            if self.shared_memory is not None
+            else None
+        )
+        inputs = _decode_inputs(request, self.limits.budget(), regions)
+        shm_outputs = _output_windows(request, regions)
         requested = [output.name for output in request.outputs]
+        classes = _classification_request(request)
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             signature = signature_of(served)
-            check_against(signature, inputs)
-            check_outputs(signature, requested)
+            check_against(signature, inputs, model, request.id, is_batched(served))
+            check_outputs(signature, requested, model)
+            if classes is not None:
+                classes.bind(classification_labels(served), is_batched(served))
             return signature_name_of(served), inputs
 
         remaining = context.time_remaining()
-        prediction = await self.inference.predict(
-            "v2_grpc",
-            request.model_name,
-            parse_version(request.model_version),
-            None,
-            decode,
-            remaining if remaining is not None and remaining > 0 else None,
-        )
+        try:
+            prediction = await self.inference.predict(
+                "v2_grpc",
+                model,
+                version,
+                None,
+                decode,
+                remaining if remaining is not None and remaining > 0 else None,
+            )
+        except NotFound:  # the version went away since the check above
+            raise self.models.lookup_error(model, version) from None
         response = _msg("ModelInferResponse")(
             model_name=prediction.model,
             model_version=str(prediction.version),
             id=request.id,
         )
-        for name in requested or prediction.outputs:
-            array = prediction.outputs[name]
+        outputs = prediction.outputs if classes is None else classes.apply(prediction.outputs)
+        for name in requested or outputs:
+            array = outputs[name]
             response.outputs.add(name=name, datatype=v2_datatype(array.dtype), shape=array.shape)
-            response.raw_output_contents.append(raw_bytes(array))
+            window = shm_outputs.get(name)
+            if window is None:
+                response.raw_output_contents.append(raw_bytes(array))
+            else:  # in its region; Triton still sends one (empty) entry per output
+                write_to_region(name, array, window, regions)
+                response.raw_output_contents.append(b"")
         return response
 
 
-def _decode_inputs(request: Message, budget: TensorBudget) -> dict[str, np.ndarray]:
-    """The request's input tensors, each sized against `budget` before it is built."""
+def _output_windows(request: Message, regions: ClientRegions | None) -> dict[str, Window]:
+    """The requested outputs to write into shared memory, each checked against its
+    region before the model runs (as Triton does)."""
+    windows: dict[str, Window] = {}
+    for output in request.outputs:
+        window = grpc_window(output.parameters, output.name)
+        if window is not None:
+            check_output_window(dict(output.parameters), output.name, grpc=True)
+            if regions is None:
+                raise NotFound(f"Unable to find shared memory region: '{window.region}'")
+            regions.check(window)
+            windows[output.name] = window
+    return windows
+
+
+def _classification_request(request: Message) -> ClassificationRequest | None:
+    """The outputs asked for with `parameters["classification"]` (Triton's extension)."""
+    counts = {}
+    for output in request.outputs:
+        if "classification" in output.parameters:
+            parameter = output.parameters["classification"]
+            value = getattr(parameter, parameter.WhichOneof("parameter_choice") or "int64_param")
+            count = class_count(value, output.name)
+            if count is not None:
+                counts[output.name] = count
+    return ClassificationRequest(counts) if counts else None
+
+
+def _decode_inputs(
+    request: Message, budget: TensorBudget, regions: ClientRegions | None = None
+) -> dict[str, np.ndarray]:
+    """The request's input tensors, each sized against `budget` before it is built.
+    Inputs in shared memory take no `raw_input_contents` entry (as in Triton)."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    in_regions = sum(1 for tensor in request.inputs if REGION in tensor.parameters)
+    if len(raw) > len(request.inputs) - in_regions:  # fewer: Triton's no-data error below
         raise InvalidArgument(
             f"raw_input_contents has {len(raw)} entries but the request has "
             f"{len(request.inputs)} inputs; send one entry per input, in input order"
@@ -183,17 +267,31 @@ def _decode_inputs(request: Message, budget: TensorBudget) -> dict[str, np.ndarr
     if not request.inputs:
         raise InvalidArgument("The request has no inputs")
     inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
+    raw_index = 0
+    for tensor in request.inputs:
         name = tensor.name
         if name in inputs:
             raise InvalidArgument(f"Input '{name}' is given twice")
         shape = checked_shape(list(tensor.shape), name)
-        if raw:
+        window = grpc_window(tensor.parameters, name)
+        if window is not None:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
-                    f"Input '{name}' sets contents although raw_input_contents is used"
+                    "unexpected 'content' provided when using shared memory for input "
+                    f"tensor '{name}' for model '{request.model_name}'"
                 )
-            inputs[name] = array_from_raw(name, tensor.datatype, shape, raw[index], budget)
+            inputs[name] = array_from_region(name, tensor.datatype, shape, window, regions, budget)
+        elif raw:
+            if tensor.HasField("contents"):
+                raise triton_messages.contents_with_raw(request.model_name, name)
+            if raw_index >= len(raw):
+                raise triton_messages.no_data_for_input(request.model_name, name)
+            inputs[name] = array_from_raw(
+                name, tensor.datatype, shape, raw[raw_index], budget, request.model_name, request.id
+            )
+            raw_index += 1
+        elif not tensor.HasField("contents"):
+            raise triton_messages.no_data_for_input(request.model_name, name)
         else:
             inputs[name] = _from_contents(name, tensor.datatype, shape, tensor.contents, budget)
     return inputs
@@ -226,4 +324,4 @@ def _from_contents(
         array = np.array(values, dtype=dtype)
     except OverflowError as exc:
         raise InvalidArgument(f"Input '{name}' contents do not fit {datatype}: {exc}") from None
-    return array.reshape(shape)
+    return aligned(array.reshape(shape))

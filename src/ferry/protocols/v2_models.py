@@ -10,20 +10,30 @@ wire format and calls `InferenceService.predict`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import ferry
+from ferry import triton_messages
 from ferry.codecs.v2 import config_datatype, tensor_metadata
-from ferry.errors import FailedPrecondition, InvalidArgument, NotFound
+from ferry.errors import FailedPrecondition, FerryError, InvalidArgument, NotFound
 from ferry.manager import ModelManager
 from ferry.model_control import REPOSITORY_API, ModelControl
 from ferry.repository.watcher import RepositoryWatcher
 from ferry.served_version import ServedVersion, VersionState
 from ferry.stats import Duration
 from ferry.tensors import DEFAULT_SIGNATURE, Signature
+from ferry.triton_config import parse_json_config, reported_config
 
 SERVER_NAME = "ferry"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "statistics",
+    "model_configuration",
+]
+# Advertised only while the operator lets clients use it (--allow_client_shm).
+SHARED_MEMORY_EXTENSION = "system_shared_memory"
 # Triton's platform/backend names per ferry runtime format (what its clients expect).
 _PLATFORMS = {
     "onnx": ("onnxruntime_onnx", "onnxruntime"),
@@ -42,12 +52,9 @@ _INDEX_STATE = {
 
 
 def parse_version(text: str | None) -> int | None:
-    """A V2 version string ("" or None: the latest) as ferry's version number."""
-    if not text:
-        return None
-    if not text.isdigit():
-        raise InvalidArgument(f"Model version must be a non-negative integer; got '{text}'")
-    return int(text)
+    """A V2 version string ("" or None: the latest) as ferry's version number, parsed
+    and refused as Triton does."""
+    return triton_messages.model_version(text)
 
 
 def signature_of(served: ServedVersion) -> Signature:
@@ -78,33 +85,47 @@ class V2Models:
         watcher: RepositoryWatcher | None,
         is_ready: Callable[[], bool],
         control: ModelControl | None = None,
+        shared_memory: bool = False,
     ) -> None:
         self.manager = manager
         self.watcher = watcher
         self.is_ready = is_ready
+        self.extensions = [*EXTENSIONS, *([SHARED_MEMORY_EXTENSION] if shared_memory else [])]
         # Load and unload are the operator's (--enable_model_control); the index is not.
         self.control = control or ModelControl()
 
     # -- server ---------------------------------------------------------------------------
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": ferry.__version__, "extensions": EXTENSIONS}
+        return {"name": SERVER_NAME, "version": ferry.__version__, "extensions": self.extensions}
 
     # -- one model ------------------------------------------------------------------------
 
     def acquire(self, model: str, version: int | None) -> ServedVersion:
-        """A counted reference (release it); NotFound in V2's words."""
+        """A counted reference (release it); a missing model or version raises Triton's
+        error (`lookup_error`)."""
         try:
             return self.manager.acquire(model, version)
         except NotFound:
-            which = (
-                f"version {version} of model '{model}'"
-                if version is not None
-                else f"model '{model}'"
-            )
-            raise NotFound(
-                f"Request for unknown model: {which} is not found or not ready"
-            ) from None
+            raise self.lookup_error(model, version) from None
+
+    def lookup_error(self, model: str, version: int | None) -> FerryError:
+        """Why `model` (at `version`, None: the latest) cannot answer, in Triton's words
+        and codes: the manager's NotFound says only that it cannot."""
+        if not self.manager.has_model(model):
+            if self.watcher is not None and self._unloaded(model):
+                return triton_messages.no_available_versions(model)  # Triton, after unload
+            return triton_messages.unknown_model(model)
+        try:
+            records = {r.version: r for r in self.manager.version_status(model)}
+        except NotFound:
+            records = {}
+        if version is None:
+            return triton_messages.no_available_versions(model)
+        record = records.get(version)
+        if record is None:
+            return triton_messages.unknown_version(model, version)
+        return triton_messages.version_not_ready(model, version)
 
     def model_ready(self, model: str, version: int | None) -> bool:
         try:
@@ -135,48 +156,16 @@ class V2Models:
             served.release()
 
     def model_config(self, model: str, version: int | None) -> dict:
-        """Triton's ModelConfig for the version: batch dimension left out of `dims` when
+        """Triton's ModelConfig for the version: its config.pbtxt (or load override) as
+        read, with what Triton auto-completes filled in from the model; without one, the
+        whole config from the model. The batch dimension is left out of `dims` when
         requests are batched along it (max_batch_size > 0), as Triton's clients expect."""
         served = self.acquire(model, version)
         try:
-            signature = signature_of(served)
-            batching = served.batching
-            batched = signature.batchable and batching.enabled
-            platform, backend = platform_of(served)
-
-            def dims(shape: tuple[int, ...] | None) -> list[int]:
-                if shape is None:
-                    return [-1]
-                return list(shape[1:] if batched else shape)
-
-            config: dict = {
-                "name": model,
-                "platform": platform,
-                "backend": backend,
-                "max_batch_size": batching.max_batch_size if batched else 0,
-                "input": [
-                    {
-                        "name": s.name,
-                        "data_type": config_datatype(s.dtype),
-                        "format": "FORMAT_NONE",
-                        "dims": dims(s.shape),
-                    }
-                    for s in signature.inputs.values()
-                ],
-                "output": [
-                    {"name": s.name, "data_type": config_datatype(s.dtype), "dims": dims(s.shape)}
-                    for s in signature.outputs.values()
-                ],
-                "instance_group": [
-                    {"name": model, "kind": "KIND_CPU", "count": batching.num_batch_threads}
-                ],
-            }
-            if batched:
-                config["dynamic_batching"] = {
-                    "preferred_batch_size": list(batching.allowed_batch_sizes),
-                    "max_queue_delay_microseconds": batching.batch_timeout_micros,
-                }
-            return config
+            derived = _derived_config(model, served)
+            if served.triton_config is None:
+                return derived
+            return _completed(reported_config(served.triton_config), derived, model)
         finally:
             served.release()
 
@@ -251,16 +240,38 @@ class V2Models:
             entries = [e for e in entries if e["state"] == "READY"]
         return entries
 
-    def _configured(self, model: str) -> None:
-        names = {spec.name for spec in self._watcher().configured_models()}
-        if model not in names:
-            raise NotFound(f"Model '{model}' is not in the model repository")
+    def _unloaded(self, model: str) -> bool:
+        """In the repository but unloaded by a repository request."""
+        return self._configured(model) and not self._watcher().is_enabled(model)
 
-    async def load(self, model: str) -> None:
+    def _configured(self, model: str) -> bool:
+        return model in {spec.name for spec in self._watcher().configured_models()}
+
+    async def load(self, model: str, parameters: Mapping[str, object] | None = None) -> None:
         """Serve a configured model again (or re-scan it); returns once it serves, raises
-        FailedPrecondition with the load error if no version could be loaded."""
+        Triton's "failed to load" error (INTERNAL) if no version could be loaded.
+
+        `parameters["config"]` (Triton's config override, a JSON ModelConfig) replaces the
+        model's config.pbtxt from now on; a config that does not parse, names another
+        model or does not fit the model file is refused and the previous one stays.
+        `file:` parameters (model files sent with the request) are refused: ferry loads
+        models only from the operator's folders."""
         self.control.require(REPOSITORY_API)
-        self._configured(model)
+        if not self._configured(model):
+            raise triton_messages.load_not_in_repository(model)
+        parameters = parameters or {}
+        files = sorted(k for k in parameters if k.startswith("file:"))
+        if files:
+            # Triton's words and code for a file override it cannot use (INTERNAL).
+            raise triton_messages.load_failed(
+                model,
+                "failed to poll from model repository: ferry does not take model files in a "
+                f"load request ({', '.join(files)}); put them in the model repository",
+            )
+        override = parameters.get("config")
+        if override is not None:
+            await self._load_with_config(model, override)
+            return
         watcher = self._watcher()
         await asyncio.to_thread(watcher.set_enabled, model, True, _REPOSITORY_TIMEOUT_SECONDS)
         if self.model_ready(model, None):
@@ -272,14 +283,147 @@ class V2Models:
         except NotFound:
             errors = []
         detail = "; ".join(errors) or "no version of the model could be loaded"
-        raise FailedPrecondition(f"Failed to load model '{model}': {detail}")
+        raise triton_messages.load_failed(model, detail)
+
+    async def _load_with_config(self, model: str, override: object) -> None:
+        if not isinstance(override, str):
+            raise InvalidArgument(
+                f"failed to load '{model}': the 'config' parameter must be a JSON string"
+            )
+        message = parse_json_config(override, model)
+        if message.name and message.name != model:
+            raise InvalidArgument(
+                f"failed to load '{model}', unexpected directory name '{model}' for model "
+                f"'{message.name}', directory name must equal model name"
+            )
+        generation, previous = self.manager.set_config_override(model, message)
+        watcher = self._watcher()
+        await asyncio.to_thread(watcher.set_enabled, model, True, _REPOSITORY_TIMEOUT_SECONDS)
+        try:
+            served = self.manager.acquire(model)
+        except NotFound:
+            served = None
+        if served is not None:
+            loaded = self.manager.loaded_override(served)
+            served.release()
+            if loaded == generation:
+                return
+        failures = [
+            f"version {r.version} is at UNAVAILABLE state: {r.error_message}"
+            for r in self._records(model)
+            if r.error_message
+        ]
+        # Refused: the model keeps (or gets back) the config it had.
+        self.manager.restore_config_override(model, previous)
+        await asyncio.to_thread(watcher.poll_now, _REPOSITORY_TIMEOUT_SECONDS)
+        detail = "; ".join(failures) or "no version of the model could be loaded"
+        raise InvalidArgument(f"load failed for model '{model}': {detail}")
+
+    def _records(self, model: str) -> list:
+        try:
+            return self.manager.version_status(model)
+        except NotFound:
+            return []
 
     async def unload(self, model: str) -> None:
         """Stop serving a model until it is loaded again; in-flight requests finish."""
         self.control.require(REPOSITORY_API)
-        self._configured(model)
+        if not self._configured(model):
+            return  # as in Triton: unloading a model it does not have does nothing
         watcher = self._watcher()
         await asyncio.to_thread(watcher.set_enabled, model, False, _REPOSITORY_TIMEOUT_SECONDS)
+
+
+def is_batched(served: ServedVersion) -> bool:
+    """Whether dimension 0 of the version's tensors is the batch (Triton's
+    max_batch_size > 0): as its config.pbtxt says, else as ferry batches it."""
+    if served.triton_config is not None:
+        return served.triton_config.max_batch_size > 0
+    return signature_of(served).batchable and served.batching.enabled
+
+
+def classification_labels(served: ServedVersion) -> dict[str, tuple[str, ...]]:
+    """Each output's labels (config.pbtxt's label_filename), for the classification
+    extension."""
+    return served.triton_config.labels if served.triton_config is not None else {}
+
+
+def _derived_config(model: str, served: ServedVersion) -> dict:
+    """The ModelConfig ferry derives from the model and its batching alone."""
+    signature = signature_of(served)
+    batching = served.batching
+    batched = is_batched(served)
+    platform, backend = platform_of(served)
+
+    def dims(shape: tuple[int, ...] | None) -> list[int]:
+        if shape is None:
+            return [-1]
+        return list(shape[1:] if batched else shape)
+
+    config: dict = {
+        "name": model,
+        "platform": platform,
+        "backend": backend,
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": batching.max_batch_size if batched else 0,
+        "input": [
+            {
+                "name": s.name,
+                "data_type": config_datatype(s.dtype),
+                "format": "FORMAT_NONE",
+                "dims": dims(s.shape),
+            }
+            for s in signature.inputs.values()
+        ],
+        "output": [
+            {"name": s.name, "data_type": config_datatype(s.dtype), "dims": dims(s.shape)}
+            for s in signature.outputs.values()
+        ],
+        "instance_group": [
+            {"name": model, "kind": "KIND_CPU", "count": batching.num_batch_threads}
+        ],
+    }
+    if batched and batching.enabled:
+        config["dynamic_batching"] = {
+            "preferred_batch_size": list(batching.allowed_batch_sizes),
+            "max_queue_delay_microseconds": batching.batch_timeout_micros,
+        }
+    return config
+
+
+def _completed(reported: dict, derived: dict, model: str) -> dict:
+    """A config.pbtxt's fields, completed as Triton's auto-complete does: name, platform
+    and backend, version policy, inputs and outputs (or their missing data types and
+    dims) and instance groups come from the model where the file leaves them out."""
+    config = dict(reported)
+    config["name"] = model
+    if not config.get("platform") and not config.get("backend"):
+        config["platform"], config["backend"] = derived["platform"], derived["backend"]
+    elif not config.get("platform"):
+        config["platform"] = derived["platform"]
+    elif not config.get("backend"):
+        config["backend"] = derived["backend"]
+    config.setdefault("version_policy", derived["version_policy"])
+    for kind in ("input", "output"):
+        known = {t["name"]: t for t in derived[kind]}
+        if not config.get(kind):
+            config[kind] = [dict(t) for t in derived[kind]]
+            continue
+        for tensor in config[kind]:
+            model_tensor = known.get(tensor.get("name"), {})
+            if tensor.get("data_type", "TYPE_INVALID") == "TYPE_INVALID":
+                tensor["data_type"] = model_tensor.get("data_type", "TYPE_INVALID")
+            if not tensor.get("dims"):
+                tensor["dims"] = list(model_tensor.get("dims", []))
+    groups = config.get("instance_group") or [dict(g) for g in derived["instance_group"]]
+    for index, group in enumerate(groups):
+        group.setdefault("name", "")
+        group["name"] = group["name"] or f"{model}_{index}"
+        group["count"] = group.get("count") or 1
+        if group.get("kind", "KIND_AUTO") == "KIND_AUTO":
+            group["kind"] = "KIND_CPU"
+    config["instance_group"] = groups
+    return config
 
 
 def _stats_entry(served: ServedVersion) -> dict:

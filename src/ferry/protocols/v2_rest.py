@@ -10,6 +10,8 @@ Paths (case-sensitive, as in the protocol):
   POST /v2/models/{m}[/versions/{v}]/infer          inference (JSON and binary tensors)
   POST /v2/repository/index                         model repository index
   POST /v2/repository/models/{m}/load | /unload     load or unload a model
+  /v2/systemsharedmemory/..., /v2/cudasharedmemory/... Triton's shared memory APIs
+                                                    (ferry.protocols.v2_shared_memory_api)
 Errors are `{"error": "..."}` with the HTTP status of the error's code.
 
 POSTs take the plain-ASGI path (`handle_post`), like TF Serving's predict; GETs go
@@ -27,13 +29,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferry import triton_messages
+from ferry.codecs.classification import ClassificationRequest
 from ferry.codecs.v2 import (
     check_against,
     check_outputs,
     decode_rest_request,
     encode_rest_response,
 )
-from ferry.errors import FerryError, InvalidArgument, NotFound, unexpected
+from ferry.errors import FerryError, InvalidArgument, NotFound, UnsupportedEncoding, unexpected
 from ferry.inference import InferenceService
 from ferry.protocols.http_util import (
     JSON,
@@ -43,10 +47,22 @@ from ferry.protocols.http_util import (
     Send,
     answer_post,
     header,
+    json_object_body,
     read_body,
 )
+from ferry.protocols.request_encoding import decoded_body, v2_coding
+from ferry.protocols.shared_memory import ClientRegions, rest_client
 from ferry.protocols.tfserving_rest import error_parts, error_response
-from ferry.protocols.v2_models import V2Models, signature_name_of, signature_of
+from ferry.protocols.v2_models import (
+    V2Models,
+    classification_labels,
+    is_batched,
+    signature_name_of,
+    signature_of,
+)
+from ferry.protocols.v2_shared_memory_api import PREFIXES as _SHM_PREFIXES
+from ferry.protocols.v2_shared_memory_api import SharedMemoryApi
+from ferry.protocols.v2_unsupported import refuse_sequence_rest
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 
@@ -69,6 +85,15 @@ def _version(match: re.Match[str]) -> int | None:
     return int(match["version"]) if match["version"] else None
 
 
+def _v2_error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The shared `{"error": ...}` form, plus Triton's Accept-Encoding on a 501 for a
+    Content-Encoding it cannot decode."""
+    status, body, headers = error_parts(error)
+    if isinstance(error, UnsupportedEncoding):
+        headers = [*headers, (b"accept-encoding", triton_messages.ACCEPTED_ENCODINGS)]
+    return status, body, headers
+
+
 class V2Rest:
     """Route handlers for the V2 REST API over one inference service."""
 
@@ -77,10 +102,12 @@ class V2Rest:
         models: V2Models,
         inference: InferenceService,
         limits: RequestLimits,
+        shared_memory: SharedMemoryApi | None = None,
     ) -> None:
         self.models = models
         self.inference = inference
         self.limits = limits
+        self.shared_memory = shared_memory
 
     def routes(self) -> list[Route]:
         return [
@@ -89,6 +116,8 @@ class V2Rest:
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2/models/stats", self.all_stats, methods=["GET"]),
             Route("/v2/models/{rest:path}", self.model_get, methods=["GET"]),
+            Route("/v2/systemsharedmemory/{rest:path}", self.shm_get, methods=["GET"]),
+            Route("/v2/cudasharedmemory/{rest:path}", self.shm_get, methods=["GET"]),
         ]
 
     # -- GET --------------------------------------------------------------------------------
@@ -112,11 +141,12 @@ class V2Rest:
         try:
             match = _GET_PATH.fullmatch(path)
             if match is None:
-                raise NotFound(f"Not found: GET {path}")
+                raise triton_messages.route_not_found()
             model, version, what = match["model"], _version(match), match["what"]
             if what == "/ready":
-                ready = self.models.model_ready(model, version)
-                return Response(b"", status_code=200 if ready else 400)
+                if self.models.model_ready(model, version):
+                    return Response(b"", status_code=200)
+                return _json({"error": triton_messages.MODEL_NOT_READY}, 400)
             if what == "/config":
                 return _json(self.models.model_config(model, version))
             if what == "/stats":
@@ -128,17 +158,32 @@ class V2Rest:
             log.exception("unexpected error serving GET %s", path)
             return error_response(unexpected(exc))
 
+    async def shm_get(self, request: Request) -> Response:
+        """Shared memory status (Triton's GET .../status)."""
+        try:
+            if self.shared_memory is None:
+                raise NotFound(f"Not found: GET {request.url.path}")
+            client = rest_client(request.scope.get("client"))
+            body = self.shared_memory.rest_get(unquote(request.url.path), client)
+            return Response(body, media_type=_JSON)
+        except FerryError as exc:
+            return error_response(exc)
+
     # -- POST (plain ASGI) --------------------------------------------------------------------
 
     async def handle_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every POST under /v2/: inference and the repository extension."""
-        await answer_post(scope, send, self._post(scope, receive), error_parts)
+        await answer_post(scope, send, self._post(scope, receive), _v2_error_parts)
 
     async def _post(self, scope: Scope, receive: Receive) -> Answer:
         path = scope["path"]
         if "%" in path:
             path = unquote(path)
         match = _INFER_PATH.fullmatch(path)
+        if match is None and self.shared_memory is not None and path.startswith(_SHM_PREFIXES):
+            body = await read_body(scope, receive, self.limits.max_request_bytes)
+            client = rest_client(scope.get("client"))
+            return self.shared_memory.rest_post(path, body, client), JSON, []
         if match is None:
             return await self._repository(scope, receive, path), JSON, []
         body, header_length = await self._infer(scope, receive, match)
@@ -149,57 +194,62 @@ class V2Rest:
     async def _infer(
         self, scope: Scope, receive: Receive, match: re.Match[str]
     ) -> tuple[bytes, int | None]:
-        body = await read_body(scope, receive, self.limits.max_request_bytes)
+        # Triton's order: the body's encoding, the header length, the model, the body.
+        limit = self.limits.max_request_bytes
+        body = await read_body(scope, receive, limit)  # all of it, so the connection stays usable
+        coding = v2_coding(scope, triton_messages.unsupported_compression)
+        body = await decoded_body(body, coding, limit, triton_messages.decompressed_too_large)
         raw_length = header(scope, _HEADER_LENGTH)
         header_length = None
         if raw_length is not None:
             if not raw_length.strip().isdigit():
-                raise InvalidArgument("Inference-Header-Content-Length must be a byte count")
+                raise triton_messages.header_length_unparsed(raw_length.decode("latin-1"))
             header_length = int(raw_length)
-        request = decode_rest_request(body, header_length, self.limits.budget())
+        model, version = match["model"], _version(match)
+        self.models.acquire(model, version).release()  # an unknown model: Triton's error
+        regions = (
+            ClientRegions(self.shared_memory.registry, rest_client(scope.get("client")))
+            if self.shared_memory is not None
+            else None
+        )
+        request = decode_rest_request(
+            body, header_length, self.limits.budget(), model, regions=regions
+        )
+        refuse_sequence_rest(request.parameters)
+        classes = ClassificationRequest(request.class_counts) if request.class_counts else None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             signature = signature_of(served)
-            check_against(signature, request.inputs)
+            check_against(signature, request.inputs, model, request.id or "", is_batched(served))
             if request.outputs is not None:
-                check_outputs(signature, request.outputs)
+                check_outputs(signature, request.outputs, model)
+            if classes is not None:
+                classes.bind(classification_labels(served), is_batched(served))
             return signature_name_of(served), request.inputs
 
-        prediction = await self.inference.predict(
-            "v2_rest",
-            match["model"],
-            _version(match),
-            None,
-            decode,
-            request.timeout_seconds,
-        )
-        return encode_rest_response(
-            prediction.model, prediction.version, prediction.outputs, request
-        )
+        try:
+            prediction = await self.inference.predict(
+                "v2_rest", model, version, None, decode, request.timeout_seconds
+            )
+        except NotFound:  # the version went away since the check above
+            raise self.models.lookup_error(model, version) from None
+        outputs = prediction.outputs if classes is None else classes.apply(prediction.outputs)
+        return encode_rest_response(prediction.model, prediction.version, outputs, request)
 
     async def _repository(self, scope: Scope, receive: Receive, path: str) -> bytes:
+        match = _REPOSITORY_PATH.fullmatch(path)
+        if match is None and path != "/v2/repository/index":
+            raise triton_messages.route_not_found()  # before the body, as Triton routes
         body = await read_body(scope, receive, self.limits.max_request_bytes)
-        options = _json_object(body)
-        if path == "/v2/repository/index":
+        options = json_object_body(body)
+        if match is None:
             ready = options.get("ready") is True
             return orjson.dumps(self.models.repository_index(ready))
-        match = _REPOSITORY_PATH.fullmatch(path)
-        if match is None:
-            raise NotFound(f"Not found: POST {path}")
         if match["action"] == "load":
-            await self.models.load(match["model"])
+            parameters = options.get("parameters", {})
+            if not isinstance(parameters, dict):
+                raise InvalidArgument("'parameters' of a load request must be an object")
+            await self.models.load(match["model"], parameters)
         else:
             await self.models.unload(match["model"])
         return b""
-
-
-def _json_object(body: bytes) -> dict:
-    if not body.strip():
-        return {}
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument("The request body must be a JSON object")
-    return value

@@ -37,15 +37,18 @@ from ferry.deploy.object_store import (
     storage_error,
 )
 from ferry.errors import StatusCode, StorageError
-from ferry.model_config import BATCHING_FILE_NAME, ModelSpec
-from ferry.model_options import OPTIONS_FILE
+from ferry.model_config import ModelSpec
 from ferry.repository.catalog import ModelCatalog
 from ferry.repository.location import BasePath, ObjectStoreOptions, S3Url
+from ferry.repository.model_files import (
+    LABEL_FILE_SUFFIX,
+    MODEL_LEVEL_FILES,
+    is_model_level_file,
+)
 from ferry.repository.source import StoredVersion, VersionSource
 
 log = logging.getLogger(__name__)
 
-MODEL_LEVEL_FILES = (BATCHING_FILE_NAME, OPTIONS_FILE)
 _STAGING_PREFIX = ".staging-"
 # A staging folder this old belongs to a process that died mid-download.
 _STALE_STAGING_SECONDS = 3600.0
@@ -68,7 +71,7 @@ class S3VersionSource(VersionSource):
         for obj in list_objects(self.client, self.url):
             folder, slash, rest = obj.relative_key.partition("/")
             if not slash:
-                if folder in MODEL_LEVEL_FILES:
+                if is_model_level_file(folder):
                     model_files[folder] = obj
                 continue
             # As on disk: non-numeric folders are ignored; a folder marker ("3/") makes
@@ -164,7 +167,8 @@ class S3VersionSource(VersionSource):
     def _refresh_model_files(self) -> None:
         """Bring the cached model-level files in line with the last listing: they are
         read when a version loads, as from a local model folder."""
-        for name in MODEL_LEVEL_FILES:
+        cached_labels = {p.name for p in self.cache.glob(f"*{LABEL_FILE_SUFFIX}")}
+        for name in sorted({*MODEL_LEVEL_FILES, *self._model_files, *cached_labels}):
             local = self.cache / name
             remote = self._model_files.get(name)
             if remote is None:

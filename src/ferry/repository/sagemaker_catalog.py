@@ -25,6 +25,10 @@ from ferry.repository.catalog import ModelCatalog
 from ferry.repository.policy import AllVersions
 
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
+# Where SageMaker puts the models of a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true).
+DEFAULT_MULTI_MODEL_DIR = Path("/opt/ml/models")
+# The container's switch for multi-model mode ("true" / "false").
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
 # The name of a model whose version folders sit directly in the model folder.
 TOP_LEVEL_MODEL_NAME = "model"
 
@@ -67,6 +71,23 @@ def models_in_sagemaker_dir(model_dir: Path) -> list[ModelSpec]:
             )
         seen[spec.name] = spec.base_path
     return specs
+
+
+def single_model_folder(folder: Path) -> Path | None:
+    """The folder holding one model's version folders: `folder` itself when its version
+    folders sit directly in it (the layout a multi-model endpoint's `url` has), else the
+    one model found under it by the rules above (an archive's `NAME/VERSION/...` or
+    `export/Servo/VERSION/...`); None when there is no model, or more than one."""
+    if not folder.is_dir():
+        return None
+    with os.scandir(folder) as entries:
+        if any(_is_version_folder(e) for e in entries):
+            return folder
+    try:
+        found = models_in_sagemaker_dir(folder)
+    except ConfigError:
+        return None
+    return found[0].base_path if len(found) == 1 else None  # type: ignore[return-value]
 
 
 class SageMakerModelDirCatalog(ModelCatalog):

@@ -44,6 +44,10 @@ def runtime_for(
     Raises FileNotFoundError naming the formats looked for when nothing matches.
     """
     candidates = [r for r in RUNTIMES if not platform or platform.lower() in r.platforms]
+    if options.prefer_tflite_model and {TFLiteRuntime, TensorFlowRuntime} <= set(candidates):
+        # TF Serving's --prefer_tflite_model: a SavedModel folder's model.tflite wins.
+        candidates.remove(TFLiteRuntime)
+        candidates.insert(candidates.index(TensorFlowRuntime), TFLiteRuntime)
     if not candidates:
         known = sorted(p for r in RUNTIMES for p in r.platforms)
         raise ValueError(f"unknown model_platform {platform!r}; ferry serves {known}")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferry.repository.source import CACHE_DIR_NAME
 from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.runtimes.conversion_cache import conversion_dir
 from ferry.runtimes.onnx import OnnxRuntime
 from ferry.tensors import DEFAULT_SIGNATURE
 from ferry.warmup import generated_inputs
@@ -40,7 +40,7 @@ def accelerate_onnx(runtime: Runtime, options: RuntimeOptions, tolerance: float)
             sorted(runtime.signatures),
         )
         return runtime
-    cached = runtime.version_dir / CACHE_DIR_NAME / ACCELERATED_FILE
+    cached = conversion_dir(runtime.version_dir, ACCELERATED_FILE) / ACCELERATED_FILE
     try:
         if not cached.is_file():
             _export(runtime, cached)
@@ -75,7 +75,7 @@ def accelerate_onnx(runtime: Runtime, options: RuntimeOptions, tolerance: float)
 
 def _export(runtime: Runtime, target: Path) -> None:
     """Export to a temporary name and rename, so a crash never leaves a half file cached."""
-    target.parent.mkdir(exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         runtime.export_onnx(staging)

@@ -32,6 +32,10 @@ class RuntimeOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     allow_spinning: bool = False
+    # TF Serving's `--saved_model_tags`: the SavedModel meta graph to load.
+    saved_model_tags: tuple[str, ...] = ("serve",)
+    # TF Serving's `--prefer_tflite_model`: a folder's model.tflite over its saved_model.pb.
+    prefer_tflite_model: bool = False
 
 
 class Runtime(ABC):

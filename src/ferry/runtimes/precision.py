@@ -29,8 +29,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.repository.source import CACHE_DIR_NAME
 from ferry.runtimes.base import Runtime, RuntimeOptions
+from ferry.runtimes.conversion_cache import conversion_dir
 from ferry.runtimes.onnx import OnnxRuntime
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def serve_precision(runtime: Runtime, options: RuntimeOptions, precision: str) -
         return runtime
     import onnxruntime as ort
 
-    cache_dir = runtime.version_dir / CACHE_DIR_NAME
+    cache_dir = conversion_dir(runtime.version_dir)
     plan = execution_plan(precision, ort.get_available_providers(), cache_dir)
     try:
         model_file = runtime.model_file
@@ -125,7 +125,7 @@ def _build(source: Path, target: Path, variant: str) -> None:
     """Build into a temporary name and rename, so the cache never holds half a file."""
     from ferry.convert.optimize import build_variant
 
-    target.parent.mkdir(exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         build_variant(source, staging, variant)

@@ -65,7 +65,7 @@ class SessionBundle:
         cls,
         tf: ModuleType,
         version_dir: Path,
-        tag: str,
+        tags: list[str],
         signature_defs: dict[str, Any],
         options: RuntimeOptions,
     ) -> SessionBundle:
@@ -83,7 +83,7 @@ class SessionBundle:
         config.gpu_options.allow_growth = True
         session = tf.compat.v1.Session(graph=tf.Graph(), config=config)
         try:
-            tf.compat.v1.saved_model.loader.load(session, [tag], str(version_dir))
+            tf.compat.v1.saved_model.loader.load(session, tags, str(version_dir))
             runs: dict[str, SignatureRun] = {}
             for name, signature_def in sorted(signature_defs.items()):
                 if not dense_only(signature_def):

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 SERVE_TAG = "serve"
+# TF Serving's `--saved_model_tags` default: the meta graph tagged `serve`.
+SERVE_TAGS: tuple[str, ...] = (SERVE_TAG,)
 EXTRA = "tensorflow"
 # Signature defs that TF writes for its own bookkeeping, not for serving.
 _INTERNAL_SIGNATURES = frozenset({"__saved_model_init_op"})
@@ -85,12 +87,14 @@ class TensorFlowRuntime(Runtime):
         tf = import_tensorflow()
         configure_threads(tf, self.options)
         saved_model = read_saved_model(self.version_dir)
-        check_ops(saved_model)
-        signature_defs = serve_signature_defs(saved_model)
-        if not has_object_graph(saved_model):
-            self._load_session_bundle(tf, signature_defs)
+        meta_graph = serve_meta_graph(saved_model, self.options.saved_model_tags)
+        tags = list(meta_graph.meta_info_def.tags)
+        check_ops(meta_graph)
+        signature_defs = dict(meta_graph.signature_def)
+        if not has_object_graph(meta_graph):
+            self._load_session_bundle(tf, signature_defs, tags)
             return
-        loaded = tf.saved_model.load(str(self.version_dir), tags=[SERVE_TAG])
+        loaded = tf.saved_model.load(str(self.version_dir), tags=tags)
         functions: dict[str, Any] = {}
         signatures: dict[str, Signature] = {}
         for name, signature_def in sorted(signature_defs.items()):
@@ -107,10 +111,12 @@ class TensorFlowRuntime(Runtime):
         self._tf, self._loaded = tf, loaded
         self._functions, self._signatures = functions, signatures
 
-    def _load_session_bundle(self, tf: ModuleType, signature_defs: dict[str, Any]) -> None:
+    def _load_session_bundle(
+        self, tf: ModuleType, signature_defs: dict[str, Any], tags: list[str]
+    ) -> None:
         """A TF1-era SavedModel into its own Session, as TF Serving loads every SavedModel."""
         served = {k: v for k, v in signature_defs.items() if k not in _INTERNAL_SIGNATURES}
-        bundle = SessionBundle.load(tf, self.version_dir, SERVE_TAG, served, self.options)
+        bundle = SessionBundle.load(tf, self.version_dir, tags, served, self.options)
         try:
             signatures = {
                 name: signature_from_def(tf, name, served[name], runtime_checks_shapes=True)
@@ -219,21 +225,18 @@ def read_saved_model(version_dir: Path) -> Any:
     return saved_model
 
 
-def check_ops(saved_model: Any) -> None:
-    """Refuse a SavedModel whose graphs use ops this TensorFlow does not register (custom
-    ops) or Python callbacks, before TensorFlow loads it; see the module docstring."""
+def check_ops(meta_graph: Any) -> None:
+    """Refuse a meta graph (the one to be loaded) that uses ops this TensorFlow does not
+    register (custom ops) or Python callbacks, before TensorFlow loads it; see the module
+    docstring."""
     from tensorflow.python.framework import op_def_registry
 
-    used: set[str] = set()
-    for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG not in meta_graph.meta_info_def.tags:
-            continue  # never loaded
-        graph = meta_graph.graph_def
-        used.update(node.op for node in graph.node)
-        for function in graph.library.function:
-            used.update(node.op for node in function.node_def)
-        # Calls of library functions name the function as the node's op.
-        used.difference_update(f.signature.name for f in graph.library.function)
+    graph = meta_graph.graph_def
+    used = {node.op for node in graph.node}
+    for function in graph.library.function:
+        used.update(node.op for node in function.node_def)
+    # Calls of library functions name the function as the node's op.
+    used.difference_update(f.signature.name for f in graph.library.function)
     unknown = sorted(op for op in used if op_def_registry.get(op) is None)
     if unknown:
         raise ValueError(
@@ -250,26 +253,37 @@ def check_ops(saved_model: Any) -> None:
         )
 
 
-def has_object_graph(saved_model: Any) -> bool:
-    """The rule that picks the loader: True when the `serve` meta graph records an object
+def has_object_graph(meta_graph: Any) -> bool:
+    """The rule that picks the loader: True when the meta graph to serve records an object
     graph (a TF2 export: tf.functions and variables to restore as Python objects, for
     `tf.saved_model.load`); False for TF1-era exports, which run as a session bundle."""
-    meta_graph = serve_meta_graph(saved_model)
     return len(meta_graph.object_graph_def.nodes) > 0
 
 
-def serve_meta_graph(saved_model: Any) -> Any:
-    """The meta graph tagged `serve` (the one TF Serving loads)."""
-    for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
+def serve_meta_graph(saved_model: Any, tags: tuple[str, ...] = SERVE_TAGS) -> Any:
+    """The meta graph TF Serving loads: the one whose tag set is `tags` (its
+    `--saved_model_tags`). With the default tags, a meta graph that has `serve` among
+    others (`serve,gpu`) is taken when none is tagged `serve` alone; it loads under its
+    own full tag set."""
+    wanted = set(tags)
+    graphs = list(saved_model.meta_graphs)
+    for meta_graph in graphs:
+        if set(meta_graph.meta_info_def.tags) == wanted:
             return meta_graph
-    tags = [list(m.meta_info_def.tags) for m in saved_model.meta_graphs]
-    raise ValueError(f"the SavedModel has no meta graph tagged '{SERVE_TAG}' (tags: {tags})")
+    if tuple(tags) == SERVE_TAGS:
+        for meta_graph in graphs:
+            if wanted <= set(meta_graph.meta_info_def.tags):
+                return meta_graph
+    available = [list(m.meta_info_def.tags) for m in graphs]
+    raise ValueError(
+        f"MetaGraphDef associated with tags '{','.join(tags)}' could not be found in the "
+        f"SavedModel (available tag sets: {available}); pick one with --saved_model_tags"
+    )
 
 
-def serve_signature_defs(saved_model: Any) -> dict[str, Any]:
-    """The `serve` meta graph's signature defs."""
-    return dict(serve_meta_graph(saved_model).signature_def)
+def serve_signature_defs(saved_model: Any, tags: tuple[str, ...] = SERVE_TAGS) -> dict[str, Any]:
+    """The signature defs of the meta graph `serve_meta_graph` picks."""
+    return dict(serve_meta_graph(saved_model, tags).signature_def)
 
 
 def numpy_dtype_of(tf: ModuleType, dtype: Any, what: str) -> np.dtype:
