@@ -10,7 +10,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8501
 
 .PHONY: serve test bench bench-quant bench-frameworks bench-deploy bench-cluster cluster-tools \
-	perf-analyzer lint protos clean
+	perf-analyzer lint protos clean wheel wheel-check
 
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
@@ -19,11 +19,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The distribution is ferry-serve (`ferry` on PyPI is another project); a checkout that
+# installed it under the old name `ferry` drops that first, so one `ferry` command remains.
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip uninstall --quiet --yes ferry >/dev/null 2>&1 || true
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip uninstall --quiet --yes ferry >/dev/null 2>&1 || true
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@ $(SERVE_STAMP)
 
@@ -101,5 +105,28 @@ lint: $(TEST_STAMP)
 protos: $(TEST_STAMP)
 	$(BIN)/python -m ferry.protos.build
 
+# The wheel users install (dist/ferry_serve-VERSION-py3-none-any.whl).
+wheel: $(SERVE_STAMP)
+	$(BIN)/python -m pip install --quiet setuptools wheel
+	rm -rf dist build
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
+# The wheel installs into a fresh venv and its `ferry --version` runs. Kept fast (a few
+# seconds, no downloads): the venv gets the wheel with --no-deps and borrows the
+# dependencies from .venv through a .pth line, which adds .venv's packages but not its
+# editable ferry (that needs .venv's own .pth files, which a .pth line does not run).
+WHEEL_VENV := .venv-wheel
+wheel-check: wheel
+	rm -rf $(WHEEL_VENV)
+	$(BIN)/python -m venv --without-pip $(WHEEL_VENV)
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))' > \
+		"$$($(WHEEL_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/ferry-deps.pth"
+	$(BIN)/python -m pip --python $(WHEEL_VENV)/bin/python install --quiet --no-deps dist/*.whl
+	$(WHEEL_VENV)/bin/ferry --version
+	cd / && $(CURDIR)/$(WHEEL_VENV)/bin/python -c 'import ferry, sys; \
+		sys.exit(0 if ferry.__file__.startswith("$(CURDIR)/$(WHEEL_VENV)/") else \
+		f"ferry imported from {ferry.__file__}, not the wheel")'
+	rm -rf $(WHEEL_VENV)
+
 clean:
-	rm -rf $(VENV) $(MODELS) .pytest_cache
+	rm -rf $(VENV) $(MODELS) .pytest_cache $(WHEEL_VENV) dist build

@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--ferry-arg", action="append", default=[], dest="ferry_args")
+    # The cost of a flag: `--candidate-arg=--access_log` serves this tree with it and the
+    # baseline without; on a clean tree (baseline HEAD = this code) that is the flag alone.
+    parser.add_argument("--candidate-arg", action="append", default=[], dest="candidate_args")
     args = parser.parse_args(argv)
 
     with (
@@ -103,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The readiness probe is always TF REST JSON; the load is the chosen protocol.
         probes = {args.model: write_payload(PROTOCOLS["rest"], case, work).body_file.read_bytes()}
         sides = {"baseline": tree / "src", "this tree": REPO / "src"}
+        extra = {"baseline": [], "this tree": args.candidate_args}
         rates: dict[str, list[float]] = {name: [] for name in sides}
         cpu_us: dict[str, list[float]] = {name: [] for name in sides}
         with contextlib.ExitStack() as stack:
@@ -113,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 servers[name] = stack.enter_context(
                     running_server(
                         name,
-                        serve_argv(root, port, grpc_port, args.ferry_args),
+                        serve_argv(root, port, grpc_port, [*args.ferry_args, *extra[name]]),
                         port,
                         work / f"{name.replace(' ', '_')}.log",
                         probes,

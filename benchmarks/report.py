@@ -124,7 +124,7 @@ def machine_description() -> list[tuple[str, str]]:
         ("Python", platform.python_version()),
         ("onnxruntime", _version("onnxruntime")),
         ("numpy", _version("numpy")),
-        ("ferry", _version("ferry")),
+        ("ferry", _version("ferry-serve")),
         ("fastapi / pydantic / uvicorn", "{} / {} / {}".format(
             _version("fastapi"), _version("pydantic"), _version("uvicorn"))),
         ("wrk", wrk_version()),

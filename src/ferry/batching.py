@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ferry.errors import DeadlineExceeded, FerryError, InternalError, InvalidArgument, Unavailable
+from ferry.tracing import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,14 @@ class _Request:
         "pending_slices",
         "rows",
         "started",
+        "trace",
     )
 
-    def __init__(self, inputs: Tensors, rows: int, deadline: float | None) -> None:
+    def __init__(
+        self, inputs: Tensors, rows: int, deadline: float | None, trace: RequestTrace | None
+    ) -> None:
         self.inputs = inputs
+        self.trace = trace  # the request's spans (ferry.tracing), None when tracing is off
         self.rows = rows
         self.deadline = deadline
         self.enqueued_at = time.monotonic()
@@ -192,14 +197,17 @@ class BatchQueue:
 
     # -- submitting -----------------------------------------------------------------
 
-    def submit(self, inputs: Tensors, deadline: float | None = None) -> Future[Tensors]:
+    def submit(
+        self, inputs: Tensors, deadline: float | None = None, trace: RequestTrace | None = None
+    ) -> Future[Tensors]:
         """Queue a checked request; the future resolves to its outputs or a FerryError.
 
         `deadline` is a `time.monotonic()` value after which the request is dropped
-        unrun. Raises Unavailable at once when the queue is full or closed.
+        unrun. Raises Unavailable at once when the queue is full or closed. `trace`
+        (ferry.tracing) gets the batch and run spans of the batches that carry it.
         """
         rows = _rows_of(inputs) if self._batchable else None
-        request = _Request(inputs, rows or 0, deadline)
+        request = _Request(inputs, rows or 0, deadline, trace)
         if rows is None:
             first = _Slice(request, 0, 0, (), solo=True)
             request.pending_slices = 1
@@ -404,8 +412,12 @@ class BatchQueue:
             padded_rows = next(s for s in self.config.allowed_batch_sizes if s >= rows)
             if padded_rows > rows:
                 inputs = {k: _pad(v, padded_rows - rows) for k, v in inputs.items()}
+        traces = [p.request.trace for p in pieces if p.request.trace is not None]
         begin = time.monotonic()
-        outputs = self._run(inputs)
+        if traces:
+            outputs = _traced_run(self._run, inputs, traces, rows, padded_rows)
+        else:
+            outputs = self._run(inputs)
         compute_seconds = time.monotonic() - begin
         self._last_run_seconds = compute_seconds
         if solo:
@@ -504,6 +516,21 @@ def _stack(pieces: list[_Slice]) -> Tensors:
 def _pad(array: np.ndarray, extra_rows: int) -> np.ndarray:
     """Pad by repeating the last row: real data keeps models free of NaN/zero-division surprises."""
     return np.concatenate([array, np.repeat(array[-1:], extra_rows, axis=0)])
+
+
+def _traced_run(
+    run: RunFunction, inputs: Tensors, traces: list[RequestTrace], rows: int, padded_rows: int
+) -> Tensors:
+    """`run(inputs)` inside a batch span linked to the requests in it (ferry.tracing)."""
+    batch = traces[0].tracer.batch(traces, rows, padded_rows)
+    batch.start_run()
+    try:
+        outputs = run(inputs)
+    except BaseException as exc:
+        batch.end(exc)
+        raise
+    batch.end()
+    return outputs
 
 
 def _as_ferry_error(exc: BaseException) -> FerryError:

@@ -10,10 +10,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ferry import sagemaker_flags, tfserving_flags
+from ferry import cli_config, cli_errors, rest_tls, sagemaker_flags, tfserving_flags
 from ferry import transport_limits as limits
 from ferry.batching import BatchingConfig
+from ferry.cli_groups import FerryGroup
+from ferry.cli_logging import filter_native_logs, quiet_tensorflow
+from ferry.cli_progress import working
+from ferry.cli_spelling import add_spelling_aliases
+from ferry.cli_version import version_lines
 from ferry.consent import CODE_ENV, PICKLE_ENV, ExecutionConsent
+from ferry.logging_setup import configure_logging
 from ferry.manager import ManagerOptions
 from ferry.model_config import (
     DEFAULT_MODEL_NAME,
@@ -22,7 +28,10 @@ from ferry.model_config import (
     load_batching_file,
 )
 from ferry.model_options import ModelOptions
-from ferry.protocols import v2_extension_flags
+from ferry.observability_flags import observability_flag_options, observability_options
+from ferry.protocols import cors_flags, v2_extension_flags
+from ferry.readiness import ReadyWhen
+from ferry.repository.label_file import DEFAULT_MAX_VERSION_LABELS_FILE_BYTES, VERSION_LABELS_FILE
 from ferry.repository.location import (
     S3_EXTRA_HINT,
     BasePath,
@@ -32,6 +41,7 @@ from ferry.repository.location import (
     s3_support_installed,
 )
 from ferry.repository.sagemaker_catalog import DEFAULT_MODEL_DIR as DEFAULT_SAGEMAKER_MODEL_DIR
+from ferry.repository.uploads import DEFAULT_MAX_UPLOADED_BYTES
 from ferry.runtimes import RuntimeOptions
 from ferry.sagemaker_env import CONTAINER_GRPC_PORT, SAGEMAKER_MAX_REQUEST_BYTES
 from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, TENSOR_BYTES_PER_REQUEST_BYTE
@@ -66,11 +76,40 @@ def _resolved(base: BasePath) -> BasePath:
     return base.resolve() if isinstance(base, Path) else base
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ferry")
-def main() -> None:
-    """ferry: serve trained models over TensorFlow Serving's APIs, with dynamic batching
-    and live version updates."""
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo("\n".join(version_lines()))
+        ctx.exit(0)
+
+
+@click.group(cls=FerryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_print_version,
+    help="Show ferry's version and the frameworks found, and exit.",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=cli_errors.DEBUG_ENV,
+    help="Tracebacks for unexpected errors, and TensorFlow's C++ logs "
+    f"(also ${cli_errors.DEBUG_ENV}=1).",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """ferry: serve trained models over TensorFlow Serving's, KServe V2's and SageMaker's
+    APIs, with dynamic batching and live version updates."""
+    cli_errors.set_debug(ctx, debug)
+    quiet_tensorflow(debug)
+
+
+@main.command()
+def version() -> None:
+    """Show ferry's version and those of the frameworks found."""
+    click.echo("\n".join(version_lines()))
 
 
 @main.command()
@@ -129,6 +168,14 @@ def main() -> None:
     help="A new version folder must stay unchanged this long before it loads.",
 )
 @click.option(
+    "--max_version_labels_file_bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_VERSION_LABELS_FILE_BYTES,
+    show_default=True,
+    help=f"A model's {VERSION_LABELS_FILE} (read on every poll) larger than this is "
+    "refused, before it is read, and the labels in force stay (docs/rollouts.md).",
+)
+@click.option(
     "--enable_batching",
     default=True,
     show_default=True,
@@ -165,6 +212,14 @@ def main() -> None:
     help="Largest decoded size of one request's input tensors, each and all together "
     "(one-value fills and element counts included); larger ones get HTTP 400 / "
     f"INVALID_ARGUMENT. 0: {TENSOR_BYTES_PER_REQUEST_BYTE}x --max_request_bytes.",
+)
+@click.option(
+    "--max_uploaded_model_bytes",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_UPLOADED_BYTES,
+    show_default=True,
+    help="All model files sent in V2 load requests (file: overrides, with "
+    "--enable_model_control) together; more get RESOURCE_EXHAUSTED.",
 )
 @click.option(
     "--rest_api_timeout_in_ms",
@@ -314,6 +369,15 @@ def main() -> None:
     "(a second signal drains at once).",
 )
 @click.option(
+    "--ready_when",
+    type=click.Choice([choice.value for choice in ReadyWhen]),
+    default="all",
+    show_default=True,
+    help="Readiness (/v2/health/ready, gRPC ServerReady, /ping): 'all': every configured "
+    "model serves a version; 'any': at least one does. Never ready with no model "
+    "(except a SageMaker multi-model endpoint).",
+)
+@click.option(
     "--allow_code",
     multiple=True,
     metavar="MODEL[,MODEL...]",
@@ -387,10 +451,14 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Least severe log lines shown.",
 )
 @tfserving_flags.tfserving_flag_options
 @sagemaker_flags.sagemaker_flag_options
 @v2_extension_flags.v2_extension_flag_options
+@rest_tls.rest_tls_flag_options
+@cors_flags.cors_flag_options
+@observability_flag_options
 def serve(
     root: Path | None,
     model_name: str | None,
@@ -402,11 +470,13 @@ def serve(
     host: str,
     file_system_poll_wait_seconds: float,
     version_settle_seconds: float,
+    max_version_labels_file_bytes: int,
     enable_batching: bool,
     batch_fill_under_load: bool,
     batching_parameters_file: Path | None,
     max_request_bytes: int,
     max_tensor_bytes: int,
+    max_uploaded_model_bytes: int,
     rest_api_timeout_in_ms: int,
     max_header_bytes: int,
     max_header_count: int,
@@ -427,6 +497,7 @@ def serve(
     enable_serialization_as_tensor_content: bool,
     unload_drain_timeout_seconds: float,
     drain_grace_seconds: float,
+    ready_when: str,
     allow_code: tuple[str, ...],
     allow_pickle: tuple[str, ...],
     sagemaker: bool,
@@ -445,7 +516,7 @@ def serve(
     Without any of these, MODEL_NAME and MODEL_BASE_PATH from the environment are used
     as in TF Serving's Docker image: the model at $MODEL_BASE_PATH/$MODEL_NAME.
 
-    Every model path may be an s3://bucket/prefix URL (pip install 'ferry[s3]').
+    Every model path may be an s3://bucket/prefix URL (pip install 'ferry-serve[s3]').
 
     The ports open once every configured model's first load was tried, as in TF Serving.
     TF Serving's other flags are accepted too: those shown here are honoured, the rest
@@ -454,9 +525,8 @@ def serve(
     from ferry.repository.catalog import ConfigFileCatalog, FixedCatalog, RootFolderCatalog
     from ferry.server import FerryServer, ServerOptions
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    observability = observability_options(click.get_current_context())
+    configure_logging(log_level, observability.log_format)
     tfs = tfserving_flags.resolve(tfserving_flags.given_flags(click.get_current_context()))
     tfs.log_notes()
     if tfs.session_parallelism and not (intra_op_threads or inter_op_threads):
@@ -538,17 +608,23 @@ def serve(
             batching = environment.batching_over(batching)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    # HTTPS on the REST port, and CORS by origin (checked now: bad files stop start-up).
+    https = rest_tls.resolve(click.get_current_context(), sagemaker)
+    cors = cors_flags.resolve(click.get_current_context(), tfs.rest_api_enable_cors_support)
     options = ServerOptions(
         host=host,
         rest_api_port=rest_api_port,
         grpc_port=grpc_port,
         file_system_poll_wait_seconds=file_system_poll_wait_seconds,
         version_settle_seconds=version_settle_seconds,
+        max_version_labels_file_bytes=max_version_labels_file_bytes,
         max_request_bytes=max_request_bytes,
         max_tensor_bytes=max_tensor_bytes,
+        max_uploaded_model_bytes=max_uploaded_model_bytes,
         rest_api_timeout_in_ms=rest_api_timeout_in_ms,
         enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
         drain_grace_seconds=drain_grace_seconds,
+        ready_when=ReadyWhen(ready_when),
         manager=ManagerOptions(
             runtime=RuntimeOptions(
                 intra_op_threads,
@@ -563,6 +639,9 @@ def serve(
             drain_timeout_seconds=unload_drain_timeout_seconds,
             model_defaults=ModelOptions(accelerate="" if accelerate == "none" else accelerate),
             consent=consent,
+            allow_version_labels_for_unavailable_models=(
+                tfs.allow_version_labels_for_unavailable_models
+            ),
         ),
         sagemaker=sagemaker_options,
         multi_model=multi_model,
@@ -588,10 +667,13 @@ def serve(
         prometheus_path=tfs.prometheus_path,
         grpc_channel_arguments=tfs.grpc_channel_arguments,
         grpc_socket_path=tfs.grpc_socket_path,
-        grpc_tls=tfs.grpc_tls,
+        grpc_tls=rest_tls.grpc_tls_for(tfs.grpc_tls, https),
+        rest_tls=https,
+        cors=cors,
         rest_api_enable_cors_support=tfs.rest_api_enable_cors_support,
         enable_grpc_healthcheck_service=tfs.enable_grpc_healthcheck_service,
         v2_extensions=v2_extension_flags.resolve(click.get_current_context()),
+        observability=observability,
         enable_signature_method_name_check=tfs.enable_signature_method_name_check,
     )
     from ferry.auth.keys import KeyFileError
@@ -745,8 +827,10 @@ def save(source: Path, model_dir: Path, version: int | None, format_: str | None
     from ferry.convert.save import SaveError
     from ferry.convert.save import save as save_model
 
+    filter_native_logs()
     try:
-        written = save_model(source, model_dir, version=version, format=format_)
+        with working(f"saving {source} into {model_dir} and checking it loads"):
+            written = save_model(source, model_dir, version=version, format=format_)
     except SaveError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {written}")
@@ -778,6 +862,12 @@ cli_sagemaker.deploy.add_command(cli_kubernetes.deploy_kserve)
 main.add_command(cli_sagemaker.deploy)
 main.add_command(cli_sagemaker.endpoints)
 main.add_command(cli_sagemaker.invoke)
+
+# Last, so that every verb and flag registered above gets them: `ferry serve`'s flags
+# from --config and FERRY_* (ferry.cli_config), and both spellings of every flag.
+cli_config.config_option(serve)
+cli_config.read_environment(serve)
+add_spelling_aliases(main)
 
 if __name__ == "__main__":
     main()

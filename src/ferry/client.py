@@ -13,17 +13,30 @@ Only "come back later" answers are retried (HTTP 503, gRPC UNAVAILABLE: a full q
 a server starting or stopping), with exponential backoff and jitter, a bounded number
 of times; every other error is raised at once as the `ferry.errors` class of its code.
 A Client is safe to share between threads (REST keeps one connection per thread).
+
+Credentials and TLS, for a server started with `--auth` or behind TLS:
+
+    Client("localhost:8501", token="...")                            # Authorization: Bearer
+    Client("localhost:8501", aws_credentials=("FKIA...", "secret"))  # SigV4 (REST only)
+    Client("https://host:8501", ca_file="ca.pem")                    # REST over TLS
+    Client("grpc://host:8500", tls=True, ca_file="ca.pem", token="...")
+
+gRPC takes bearer tokens only (as ferry's gRPC interceptor does); SigV4 signs each REST
+attempt anew (retries included), as botocore signs, and needs botocore.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -141,19 +154,55 @@ class ModelMetadata:
     signatures: dict[str, Signature]
 
 
+@dataclass(frozen=True)
+class _Credentials:
+    """What every request carries: a bearer token, or SigV4 keys (at most one)."""
+
+    token: str | None = None
+    aws_credentials: tuple[str, str] | None = None
+    aws_region: str = "us-east-1"
+
+
 class Client:
-    """A TF Serving client for numpy users; `target` is `host:port`, `http://host:port`
-    or `grpc://host:port`. `timeout` (seconds) bounds each call, retries included."""
+    """A TF Serving client for numpy users; `target` is `host:port`, `http://host:port`,
+    `https://host:port` or `grpc://host:port`. `timeout` (seconds) bounds each call,
+    retries included.
+
+    `token`: a bearer token (`ferry keys create --kind token`), sent on REST and gRPC.
+    `aws_credentials`: (access key id, secret) of a SigV4 key, REST only; `aws_region`
+    is the region it signs for (ferry accepts any). `tls`: gRPC over TLS (REST uses TLS
+    when the target is `https://`); `ca_file`: the PEM file of the CA that signed the
+    server's certificate (default: the system's CAs). Raises ValueError for options
+    that do not go together."""
 
     def __init__(
-        self, target: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None
+        self,
+        target: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        token: str | None = None,
+        aws_credentials: tuple[str, str] | None = None,
+        aws_region: str = "us-east-1",
+        tls: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        if token is not None and aws_credentials is not None:
+            raise ValueError("pass a bearer token or SigV4 credentials, not both")
+        credentials = _Credentials(token, aws_credentials, aws_region)
         if target.startswith("grpc://"):
-            self._transport: _Transport = _GrpcTransport(target.removeprefix("grpc://"))
+            if aws_credentials is not None:
+                raise ValueError("ferry's gRPC API takes bearer tokens (token=), not SigV4")
+            self._transport: _Transport = _GrpcTransport(
+                target.removeprefix("grpc://"), credentials, tls, ca_file
+            )
         else:
-            self._transport = _RestTransport(target if "://" in target else f"http://{target}")
+            url = target if "://" in target else f"{'https' if tls else 'http'}://{target}"
+            if tls and not url.startswith("https://"):
+                raise ValueError(f"tls=True with a plain http target: use https:// ({target})")
+            self._transport = _RestTransport(url, credentials, ca_file)
         self._signatures: dict[tuple, Signature] = {}
         self._lock = threading.Lock()
 
@@ -298,7 +347,12 @@ def _remaining(deadline: float) -> float:
 class _RestTransport(_Transport):
     """TF Serving's REST API over one keep-alive connection per thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        credentials: _Credentials | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) or grpc:// target: {url}")
@@ -308,6 +362,37 @@ class _RestTransport(_Transport):
         self._prefix = parts.path.rstrip("/")
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
+        self._credentials = credentials or _Credentials()
+        if ca_file is not None and not self._https:
+            raise ValueError(f"ca_file is for TLS: use an https:// target ({url})")
+        # Read now, so a missing CA file fails at construction, not at the first call.
+        self._ssl = ssl.create_default_context(cafile=ca_file) if self._https else None
+        # How the Host header reads (http.client omits the scheme's default port), which
+        # SigV4 signs.
+        default_port = 443 if self._https else 80
+        self._origin = f"{parts.scheme}://{self._host}" + (
+            "" if self._port == default_port else f":{self._port}"
+        )
+
+    def _auth_headers(self, method: str, path: str, body: bytes | None, headers: dict) -> dict:
+        """`headers` with the credentials added (signed over the final headers)."""
+        credentials = self._credentials
+        if credentials.token is not None:
+            return {**headers, "Authorization": f"Bearer {credentials.token}"}
+        if credentials.aws_credentials is not None:
+            from ferry.auth.sigv4 import sign_headers  # needs botocore
+
+            key_id, secret = credentials.aws_credentials
+            return sign_headers(
+                method,
+                self._origin + path,
+                body or b"",
+                key_id,
+                secret,
+                credentials.aws_region,
+                headers,
+            )
+        return headers
 
     def _path(self, model: str, version: int | None, label: str | None) -> str:
         path = f"{self._prefix}/v1/models/{quote(model, safe='')}"
@@ -323,6 +408,7 @@ class _RestTransport(_Transport):
             connection = self._connection(timeout, fresh)
             try:
                 headers = {"Content-Type": "application/json"} if body is not None else {}
+                headers = self._auth_headers(method, path, body, headers)
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
@@ -347,8 +433,12 @@ class _RestTransport(_Transport):
     def _connection(self, timeout: float, fresh: bool) -> http.client.HTTPConnection:
         connection = getattr(self._local, "connection", None)
         if connection is None or fresh:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            connection = cls(self._host, self._port, timeout=timeout)
+            if self._https:
+                connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=self._ssl
+                )
+            else:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
             self._local.connection = connection
             self._connections.append(connection)
         connection.timeout = timeout
@@ -452,16 +542,32 @@ def _spec_from_json(name: str, info: dict) -> TensorSpec:
 class _GrpcTransport(_Transport):
     """TF Serving's gRPC API with ferry's message classes (no TensorFlow needed)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(
+        self,
+        target: str,
+        credentials: _Credentials | None = None,
+        tls: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         import grpc
 
         from ferry.protos import message_class
 
         self._grpc = grpc
         self._message = lambda name: message_class(f"tensorflow.serving.{name}")
-        self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", -1)]
-        )
+        options = [("grpc.max_receive_message_length", -1)]
+        if ca_file is not None and not tls:
+            raise ValueError("ca_file is for TLS: pass tls=True too")
+        if tls:
+            roots = Path(ca_file).read_bytes() if ca_file is not None else None
+            self._channel = grpc.secure_channel(
+                target, grpc.ssl_channel_credentials(root_certificates=roots), options=options
+            )
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        token = (credentials or _Credentials()).token
+        # ferry's gRPC interceptor reads `authorization: Bearer <token>` metadata.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
         self._methods: dict[str, Callable] = {}
 
     def _rpc(self, service: str, method: str, response_type: str, request, deadline: float):
@@ -473,7 +579,7 @@ class _GrpcTransport(_Transport):
                 response_deserializer=self._message(response_type).FromString,
             )
         try:
-            return rpc(request, timeout=_remaining(deadline))
+            return rpc(request, timeout=_remaining(deadline), metadata=self._metadata)
         except self._grpc.RpcError as exc:
             code = StatusCode(exc.code().value[0])
             raise server_error(code, exc.details() or code.name) from None

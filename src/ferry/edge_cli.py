@@ -36,12 +36,18 @@ def predict(model: Path, input_path: Path) -> None:
         outputs = loaded.predict(inputs)
     except (ValueError, ImportError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"outputs": {n: v.tolist() for n, v in outputs.items()}}))
+    click.echo(json.dumps(ferry.edge.outputs_document(outputs)))
 
 
 @edge.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The bundle folder to write (must not exist).",
+)
 def bundle(model: Path, output: Path) -> None:
     """Write a folder to copy to a device: the model, signature.json, ferry_edge/ and run.py."""
     from ferry.edge.bundle import write_bundle

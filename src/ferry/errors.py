@@ -119,6 +119,11 @@ class StorageError(FerryError):
         self.code = code
 
 
+class ListenError(OSError):
+    """A listener (REST, gRPC) could not open its address: in use or not allowed. Not a
+    request error: it stops start-up, and the `ferry` command prints it as one line."""
+
+
 def unexpected(exc: Exception) -> InternalError:
     """The error a request gets when ferry itself hit a bug: it costs that one request,
     never the server. Callers log the traceback where it happened."""

@@ -17,10 +17,12 @@ import numpy as np
 from prometheus_client import Gauge, Histogram
 
 from ferry.errors import FerryError
+from ferry.logging_setup import request_id
 from ferry.manager import ModelManager
 from ferry.metrics import Metrics
 from ferry.result_relay import ResultRelay
 from ferry.served_version import ServedVersion
+from ferry.tracing import RequestTrace, Tracer
 
 Tensors = dict[str, np.ndarray]
 # The metrics label for requests naming a model that does not exist.
@@ -41,10 +43,18 @@ class Prediction:
 class InferenceService:
     """Runs requests against the manager's versions. Call from the server's event loop."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: Metrics,
+        timeout_seconds: float,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.manager = manager
         self.metrics = metrics
         self.timeout_seconds = timeout_seconds
+        # --otlp_endpoint (ferry.tracing); None: no spans, one check per request.
+        self.tracer = tracer
         self._relays: dict[asyncio.AbstractEventLoop, ResultRelay] = {}
         # Metric children of the success path, by label values: `labels()` costs a lock
         # and tuple building per call, about 2 µs of every request. Label values come
@@ -69,12 +79,17 @@ class InferenceService:
         label: str | None,
         decode: Decoder,
         timeout_seconds: float | None = None,
+        trace: RequestTrace | None = None,
     ) -> Prediction:
         """Run one request; raises FerryError subclasses with the reason.
 
         `decode` runs before the request is queued, so a request that does not fit
-        the signature fails alone and never joins (or breaks) a batch.
+        the signature fails alone and never joins (or breaks) a batch. `trace` is
+        `_traced`'s: with tracing on, the request comes back here inside its span (off,
+        this costs one check and no extra coroutine).
         """
+        if trace is None and self.tracer is not None:
+            return await self._traced(api, model, version, label, decode, timeout_seconds)
         started = time.monotonic()
         timeout = timeout_seconds or self.timeout_seconds
         try:
@@ -90,8 +105,14 @@ class InferenceService:
             in_flight = self._in_flight[model] = self.metrics.in_flight.labels(model)
         in_flight.inc()
         try:
-            signature_name, inputs = decode(served)
-            future = served.queue(signature_name).submit(inputs, started + timeout)
+            if trace is None:
+                signature_name, inputs = decode(served)
+                future = served.queue(signature_name).submit(inputs, started + timeout)
+            else:
+                with trace.decode_span():
+                    signature_name, inputs = decode(served)
+                trace.start_queue()
+                future = served.queue(signature_name).submit(inputs, started + timeout, trace)
             outputs = await self._relay().wait(future, timeout)
         except FerryError as exc:
             self.metrics.requests.labels(model, served_version, api, exc.code.name).inc()
@@ -118,3 +139,25 @@ class InferenceService:
         latency.observe(elapsed)
         served.stats.record_request(True, elapsed)
         return Prediction(model, served.version, signature_name, outputs)
+
+    async def _traced(
+        self,
+        api: str,
+        model: str,
+        version: int | None,
+        label: str | None,
+        decode: Decoder,
+        timeout_seconds: float | None,
+    ) -> Prediction:
+        """`predict` inside the request's span (ferry.tracing)."""
+        assert self.tracer is not None
+        trace = self.tracer.request(api, model, request_id.get())
+        try:
+            prediction = await self.predict(
+                api, model, version, label, decode, timeout_seconds, trace
+            )
+        except BaseException as exc:
+            trace.end(None, f"{type(exc).__name__}: {exc}")
+            raise
+        trace.end(prediction.version, None)
+        return prediction

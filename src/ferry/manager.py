@@ -36,6 +36,7 @@ from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode
 from ferry.metrics import Metrics
 from ferry.model_config import BATCHING_FILE_NAME, ModelSpec, load_batching_file
 from ferry.model_options import ModelOptions, load_model_options
+from ferry.readiness import Phase, Readiness, ReadyWhen, models_readiness
 from ferry.repository.policy import VersionPolicy
 from ferry.repository.source import StoredVersion
 from ferry.runtimes import RuntimeOptions, runtime_for
@@ -44,6 +45,7 @@ from ferry.runtimes.precision import serve_precision
 from ferry.runtimes.reshaped import ReshapedRuntime
 from ferry.served_version import ServedVersion, VersionState
 from ferry.tensors import DEFAULT_SIGNATURE
+from ferry.tfserving_messages import LABEL_VERSION_UNAVAILABLE
 from ferry.triton_config import (
     TritonModelConfig,
     build_config,
@@ -102,10 +104,13 @@ class StorageStatus:
 
 @dataclass
 class _Model:
-    spec: ModelSpec
+    spec: ModelSpec  # spec.labels: the labels wanted (config file or version labels file)
     serving: dict[int, ServedVersion] = field(default_factory=dict)
     records: dict[int, VersionRecord] = field(default_factory=dict)
     storage: StorageStatus | None = None
+    # The labels in force (`_assign_labels`), and the wanted moves refused and logged.
+    labels: dict[str, int] = field(default_factory=dict)
+    refused_labels: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,9 @@ class ManagerOptions:
     # The operator's consent to run models' code or unpickle their files (ferry.consent);
     # a spec that is not `trusted` gets none of it.
     consent: ExecutionConsent = field(default_factory=ExecutionConsent)
+    # TF Serving's --allow_version_labels_for_unavailable_models: a label not yet in force
+    # may name a version that is not AVAILABLE (see `_assign_labels`).
+    allow_version_labels_for_unavailable_models: bool = False
 
 
 class ModelManager:
@@ -202,7 +210,7 @@ class ModelManager:
         with self._lock:
             state = self._models.get(model)
             records = dict(state.records) if state else {}
-            labels = dict(state.spec.labels) if state else {}
+            labels = dict(state.labels) if state else {}
         if label is not None:
             if label not in labels:
                 raise InvalidArgument(f"Unrecognized servable version label: {label}")
@@ -241,13 +249,21 @@ class ModelManager:
                 model.storage = None
 
     def labels(self, model: str) -> dict[str, int]:
+        """The model's labels in force (not those wanted but refused)."""
         with self._lock:
             state = self._models.get(model)
-            return dict(state.spec.labels) if state else {}
+            return dict(state.labels) if state else {}
 
-    def is_ready(self) -> bool:
-        """True once the first storage scan has been loaded (successfully or not)."""
-        return self.initial_sync_done.is_set()
+    def is_ready(self, ready_when: ReadyWhen = ReadyWhen.ALL) -> Readiness:
+        """Whether the configured models serve as `ready_when` asks (ferry.readiness);
+        STARTING until the first storage scan has been loaded (successfully or not).
+        A configured model with no serving version (none in storage, all failed, or its
+        storage unreadable) counts as not serving."""
+        if not self.initial_sync_done.is_set():
+            return Readiness(Phase.STARTING, "the first scan of the model storage is loading")
+        with self._lock:
+            serving = {name: bool(model.serving) for name, model in self._models.items()}
+        return models_readiness(serving, ready_when)
 
     # -- lifecycle (watcher thread) ------------------------------------------------------
 
@@ -277,7 +293,7 @@ class ModelManager:
                     # Gone from storage: nothing left to retry, so the record may be trimmed.
                     record.failed_fingerprint = None
             self._trim_records(model)
-            self._publish(model)
+            self._publish(model, report_refused_labels=True)
         for served in retired:
             self._retire_async(model, served)
 
@@ -518,14 +534,55 @@ class ModelManager:
         keep.update(stand_ins[:missing])
         return keep
 
-    def _publish(self, model: _Model) -> None:
+    def _publish(self, model: _Model, report_refused_labels: bool = False) -> None:
         """Replace the model's routing snapshot (lock held)."""
+        self._assign_labels(model, report_refused_labels)
         versions = dict(model.serving)
         latest = versions[max(versions)] if versions else None
         routes = dict(self._routes)
-        routes[model.spec.name] = _Routes(versions, latest, dict(model.spec.labels))
+        routes[model.spec.name] = _Routes(versions, latest, dict(model.labels))
         self._routes = routes
         self.metrics.loaded_versions.labels(model.spec.name).set(len(versions))
+
+    def _assign_labels(self, model: _Model, report_refused: bool) -> None:
+        """Put the wanted labels (`model.spec.labels`) in force where TF Serving's rule
+        allows (server_core.cc, UpdateModelVersionLabelMap), label by label (lock held).
+
+        A label may move only to a version AVAILABLE here; otherwise the label stays where
+        it is (or stays unknown, if new) and the refusal is logged once, in TF Serving's
+        words. So during a rollout a replica that has not loaded the new version yet keeps
+        answering by the old one, and moves as soon as the new one is AVAILABLE (labels are
+        reassigned on every publish). `--allow_version_labels_for_unavailable_models` lets
+        a label that is not in force (or already at that version) name any version; a
+        label in force still moves only to an AVAILABLE version, as in TF Serving. A label
+        in force at a version that has since been unloaded stays (requests by it get
+        "Servable not found", as in TF Serving): keep labelled versions in the policy.
+        Refusals are logged only when `report_refused` (the end of a sync), not while a
+        sync is still loading the versions the labels want."""
+        allow_new = self.options.allow_version_labels_for_unavailable_models
+        assigned: dict[str, int] = {}
+        for label, version in model.spec.labels.items():
+            current = model.labels.get(label)
+            if version in model.serving or current == version or (allow_new and current is None):
+                assigned[label] = version
+                model.refused_labels.pop(label, None)
+                continue
+            if current is not None:
+                assigned[label] = current
+            if report_refused and model.refused_labels.get(label) != version:
+                model.refused_labels[label] = version
+                log.error(
+                    "model %s: %s; label %r %s",
+                    model.spec.name,
+                    LABEL_VERSION_UNAVAILABLE.format(version=version, model=model.spec.name),
+                    label,
+                    f"stays at version {current}" if current is not None else "not assigned",
+                )
+        for label in [k for k in model.refused_labels if k not in model.spec.labels]:
+            del model.refused_labels[label]
+        if assigned != model.labels:
+            log.info("model %s: version labels in force: %s", model.spec.name, assigned)
+        model.labels = assigned
 
     def _retire_async(
         self, model: _Model, served: ServedVersion, keep_record: bool = False

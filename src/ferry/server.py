@@ -31,17 +31,21 @@ from starlette.routing import Route
 
 from ferry.auth.keys import KeyStore
 from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
-from ferry.errors import FerryError
+from ferry.errors import FerryError, ListenError
 from ferry.grpc_listen import grpc_addresses, grpc_server_arguments, grpc_tls_credentials
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
 from ferry.metrics import PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PATH, Metrics
 from ferry.model_control import ModelControl
-from ferry.protocols.cors import CorsApp
+from ferry.observability_flags import ObservabilityOptions
+from ferry.protocols.cors import CorsApp, CorsOriginsApp, CorsPolicy
 from ferry.protocols.dashboard import Dashboard
 from ferry.protocols.grpc_health import GrpcHealth
 from ferry.protocols.http_limits import enforce_deadlines, limited_protocol, sweep_interval
 from ferry.protocols.http_util import Receive, Scope, Send
+from ferry.protocols.https_accept import https_protocol
+from ferry.protocols.openapi import OpenApi
+from ferry.protocols.request_log import GrpcRequestId, RequestIdApp
 from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
 from ferry.protocols.sagemaker_handlers import LoopbackAddress
 from ferry.protocols.sagemaker_mme import MODELS_PREFIX, MultiModelEndpoint, MultiModelOptions
@@ -55,13 +59,18 @@ from ferry.protocols.v2_grpc import V2Grpc
 from ferry.protocols.v2_models import V2Models
 from ferry.protocols.v2_rest import V2Rest
 from ferry.protocols.v2_shared_memory_api import SharedMemoryApi
+from ferry.readiness import READY, Phase, Readiness, ReadyWhen
 from ferry.repository.catalog import ModelCatalog
+from ferry.repository.label_file import DEFAULT_MAX_VERSION_LABELS_FILE_BYTES
 from ferry.repository.location import BasePath, ObjectStoreOptions
 from ferry.repository.mme_cache import LoadedModelCache
+from ferry.repository.uploads import DEFAULT_MAX_UPLOADED_BYTES, ModelUploads
 from ferry.repository.watcher import RepositoryWatcher
+from ferry.rest_tls import RestTls
 from ferry.served_version import VersionState
 from ferry.tensor_limits import DEFAULT_MAX_REQUEST_BYTES, RequestLimits
 from ferry.tfserving_flags import GrpcTls
+from ferry.tracing import Tracer
 from ferry.transport_limits import (
     GrpcLimits,
     HttpLimits,
@@ -100,9 +109,13 @@ class ServerOptions:
     grpc_port: int = 8500
     file_system_poll_wait_seconds: float = 2.0
     version_settle_seconds: float = 0.5
+    # A model's version_labels.json larger than this is refused (repository.label_file).
+    max_version_labels_file_bytes: int = DEFAULT_MAX_VERSION_LABELS_FILE_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Decoded input tensors of one request (0: 4x max_request_bytes; ferry.tensor_limits).
     max_tensor_bytes: int = 0
+    # Model files sent in V2 load requests, all together (ferry.repository.uploads).
+    max_uploaded_model_bytes: int = DEFAULT_MAX_UPLOADED_BYTES
     rest_api_timeout_in_ms: int = 30_000
     # gRPC Predict outputs in tensor_content, not the typed *_val fields (TF Serving's flag).
     enable_serialization_as_tensor_content: bool = False
@@ -128,6 +141,10 @@ class ServerOptions:
     grpc_tls: GrpcTls | None = None
     # `--rest_api_enable_cors_support`: TF Serving's CORS headers (ferry.protocols.cors).
     rest_api_enable_cors_support: bool = False
+    # `--cors_origins` and companions (ferry.protocols.cors_flags); given, it decides.
+    cors: CorsPolicy | None = None
+    # `--ssl_certfile` and companions: HTTPS on the REST port (ferry.rest_tls).
+    rest_tls: RestTls | None = None
     # `--enable_grpc_healthcheck_service`: grpc.health.v1 Check (ferry.protocols.grpc_health).
     enable_grpc_healthcheck_service: bool = False
     # Triton's shared memory and streaming limits (ferry.protocols.v2_extension_flags).
@@ -139,6 +156,10 @@ class ServerOptions:
     # `--drain_grace_seconds`: after SIGTERM, answer "not ready" but keep serving this long
     # before the listeners close, so balancers see readiness fail first (cluster.md).
     drain_grace_seconds: float = 0.0
+    # `--ready_when all|any`: which models must serve for readiness (ferry.readiness).
+    ready_when: ReadyWhen = ReadyWhen.ALL
+    # `--log_format`, `--access_log`, `--otlp_endpoint` (ferry.observability_flags).
+    observability: ObservabilityOptions = field(default_factory=ObservabilityOptions)
 
 
 class FerryServer:
@@ -156,9 +177,15 @@ class FerryServer:
             options.file_system_poll_wait_seconds,
             options.version_settle_seconds,
             options.object_store,
+            options.max_version_labels_file_bytes,
         )
+        # OpenTelemetry is imported only with an endpoint (ferry.tracing).
+        endpoint = options.observability.otlp_endpoint
+        self.tracer = Tracer(endpoint) if endpoint else None
+        if self.tracer is not None:
+            self.tracer.start()
         self.inference = InferenceService(
-            self.manager, self.metrics, options.rest_api_timeout_in_ms / 1000
+            self.manager, self.metrics, options.rest_api_timeout_in_ms / 1000, self.tracer
         )
         self.model_control = ModelControl(
             options.enable_model_control,
@@ -175,12 +202,29 @@ class FerryServer:
         self.shared_memory = SharedMemoryApi(
             SharedMemoryRegistry(options.v2_extensions.shared_memory)
         )
-        self.app = self._build_app()
+        # Model files sent in V2 load requests, shared by V2 REST and gRPC.
+        self.uploads = ModelUploads(options.max_uploaded_model_bytes)
+        # Outermost: refusals by --auth and CORS answers get a request id too.
+        self.app = RequestIdApp(self._build_app(), options.observability.access_log)
+
+    def readiness(self) -> Readiness:
+        """The one readiness verdict of every health API (ferry.readiness)."""
+        if self._shutting_down.is_set():
+            return Readiness(Phase.DRAINING, "shutting down")
+        verdict = self.manager.is_ready(self.options.ready_when)
+        if self.options.multi_model is not None and verdict.phase is Phase.MODELS:
+            return READY  # an MME loads its models on request: ready with none, as SageMaker's
+        return verdict
 
     def is_ready(self) -> bool:
-        return self.manager.is_ready() and not self._shutting_down.is_set()
+        return self.readiness().ready
 
-    def _build_app(self) -> HttpApp | TfsProxyPath | HttpAuth | CorsApp:
+    def is_started(self) -> bool:
+        """Past the first scan and not draining: requests may be tried (each names its
+        model; one that does not serve answers its own error)."""
+        return self.readiness().phase in (Phase.READY, Phase.MODELS)
+
+    def _build_app(self) -> HttpApp | TfsProxyPath | HttpAuth | CorsApp | CorsOriginsApp:
         rest = TFServingRest(
             self.manager,
             self.inference,
@@ -210,7 +254,7 @@ class FerryServer:
         )
         # SageMaker's runtime API (InvokeEndpoint) is always served: boto3's
         # sagemaker-runtime client works against any ferry server.
-        runtime = SageMakerRuntime(self.manager, sagemaker, self.is_ready)
+        runtime = SageMakerRuntime(self.manager, sagemaker, self.is_started)
         fast_posts.append((RUNTIME_PREFIX, runtime.handle_post))
         multi_model = self._multi_model_endpoint(sagemaker)
         if multi_model is not None:
@@ -221,13 +265,20 @@ class FerryServer:
         elif self.options.sagemaker is not None:
             routes.extend(sagemaker.routes())
             fast_posts.append((INVOCATIONS_PATH, sagemaker.handle_post))
-        app: HttpApp | TfsProxyPath | HttpAuth = HttpApp(fast_posts, Starlette(routes=routes))
+        # Last: the spec lists what the routes and prefixes above answer.
+        prefixes = [prefix for prefix, _ in fast_posts]
+        routes.extend(OpenApi(routes, prefixes, self.options.prometheus_path).routes())
+        # Kept for ferry.protocols.openapi's tests: the routes and prefixes it serves.
+        self.http_app = HttpApp(fast_posts, Starlette(routes=routes))
+        app: HttpApp | TfsProxyPath | HttpAuth = self.http_app
         if self.options.sagemaker is not None:
             app = TfsProxyPath(app)  # the container's /tfs/v1/ path to TF Serving's REST API
         if self.authenticator is not None:
             app = HttpAuth(app, self.authenticator, self.options.max_request_bytes)
+        # Outside --auth: a browser's preflight carries no credentials and runs nothing.
+        if self.options.cors is not None:
+            return CorsOriginsApp(app, self.options.cors)
         if self.options.rest_api_enable_cors_support:
-            # Outside --auth: a browser's preflight carries no credentials and runs nothing.
             return CorsApp(app, error_parts)
         return app
 
@@ -272,9 +323,10 @@ class FerryServer:
         return V2Models(
             self.manager,
             self.watcher,
-            self.is_ready,
+            self.readiness,
             self.model_control,
             shared_memory=self.options.v2_extensions.shared_memory.enabled,
+            uploads=self.uploads,
         )
 
     async def _start_grpc(self, limits: GrpcLimits) -> grpc.aio.Server | None:
@@ -285,7 +337,11 @@ class FerryServer:
         if not addresses or not handlers:
             return None
         server = grpc.aio.server(
-            interceptors=[GrpcAuth(self.authenticator)] if self.authenticator else None,
+            # The request id first, so auth refusals are logged with it.
+            interceptors=[
+                GrpcRequestId(),
+                *([GrpcAuth(self.authenticator)] if self.authenticator else []),
+            ],
             options=grpc_server_arguments(
                 limits.server_options(self.options.max_request_bytes),
                 self.options.grpc_channel_arguments,
@@ -296,10 +352,16 @@ class FerryServer:
         server.add_generic_rpc_handlers(handlers)
         tls = self.options.grpc_tls
         for address in addresses:
-            if tls is None:
-                server.add_insecure_port(address)
-            else:
-                server.add_secure_port(address, grpc_tls_credentials(tls))
+            try:
+                if tls is None:
+                    server.add_insecure_port(address)
+                else:
+                    server.add_secure_port(address, grpc_tls_credentials(tls))
+            except RuntimeError as exc:  # grpc's only word for it: "Failed to bind"
+                raise ListenError(
+                    f"gRPC cannot listen on {address}: in use, or not allowed "
+                    "(--port sets the port; --port 0 turns gRPC off)"
+                ) from exc
         await server.start()
         notes = [" (--auth)" if self.authenticator else "", " (TLS)" if tls else ""]
         log.info("gRPC APIs on %s%s", ", ".join(addresses), "".join(notes))
@@ -379,7 +441,12 @@ class FerryServer:
             port=self.options.rest_api_port,
             # uvicorn's httptools protocol with head limits, read deadlines and a
             # connection limit (ferry.protocols.http_limits).
-            http=limited_protocol(http_limits),
+            # With --ssl_certfile ferry does TLS in the protocol (under these limits too).
+            http=(
+                https_protocol(http_limits, self.options.rest_tls.ssl_context())
+                if self.options.rest_tls is not None
+                else limited_protocol(http_limits)
+            ),
             timeout_keep_alive=http_limits.keep_alive_timeout_seconds,
             loop="none",
             lifespan="off",
@@ -396,21 +463,35 @@ class FerryServer:
             on_not_ready=self._shutting_down.set,
             grace_seconds=self.options.drain_grace_seconds,
         )
-        log.info("REST API on http://%s:%d", self.options.host, self.options.rest_api_port)
+        scheme = "https" if self.options.rest_tls is not None else "http"
+        log.info("REST API on %s://%s:%d", scheme, self.options.host, self.options.rest_api_port)
         try:
             await server.serve()
+        except SystemExit as exc:
+            # uvicorn logs the bind error (address in use, permission) and exits with
+            # STARTUP_FAILURE; the `ferry` command prints this as its one Error line.
+            if exc.code != uvicorn.config.STARTUP_FAILURE:
+                raise
+            raise ListenError(
+                f"the REST API could not listen on {self.options.host}:"
+                f"{self.options.rest_api_port} (the log line above says why; "
+                "--rest_api_port sets the port)"
+            ) from None
         finally:
             on_signal()
             if grpc_stopped is not None:
                 await grpc_stopped
             log.info("draining: unloading models")
             await asyncio.to_thread(self._stop_models)
+            if self.tracer is not None:
+                await asyncio.to_thread(self.tracer.shutdown)  # flushes the queued spans
             log.info("stopped")
 
     def _stop_models(self) -> None:
         self.watcher.stop()
         self.manager.shutdown()
         self.shared_memory.registry.close()
+        self.uploads.close()
 
 
 def first_load_summary(manager: ModelManager) -> str:
@@ -444,6 +525,16 @@ class HttpApp:
     def __init__(self, fast_posts: list[tuple[str, PostHandler]], routes: Starlette) -> None:
         self._fast_posts = [(prefix.lower(), handler) for prefix, handler in fast_posts]
         self._routes = routes
+
+    @property
+    def post_prefixes(self) -> list[str]:
+        """The path prefixes whose POSTs skip routing (what ferry.protocols.openapi lists)."""
+        return [prefix for prefix, _ in self._fast_posts]
+
+    @property
+    def routes(self) -> list:
+        """The Starlette routes of everything else."""
+        return list(self._routes.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -481,6 +572,10 @@ class _GracefulServer(uvicorn.Server):
         self._deadlines = asyncio.create_task(
             enforce_deadlines(self.server_state.connections, self._deadline_sweep)
         )
+
+    def _log_started_message(self, listeners) -> None:
+        """Not logged: ferry logs its own "REST API on ..." line, and uvicorn's would say
+        http:// on an HTTPS port (ferry does TLS in its protocol, ferry.rest_tls)."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._deadlines is not None:

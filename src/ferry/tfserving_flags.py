@@ -90,6 +90,10 @@ FLAGS: tuple[TFServingFlag, ...] = (
     TFServingFlag("enable_signature_method_name_check", bool, False,
                   "a signature must declare the method it is called for (Predict: any of "
                   "predict, classify, regress)", honoured=True),
+    TFServingFlag("allow_version_labels_for_unavailable_models", bool, False,
+                  "a version label not yet in force may name a version that is not "
+                  "AVAILABLE (a label in force still moves only to an AVAILABLE one)",
+                  honoured=True),
     TFServingFlag("use_alts_credentials", bool, False,
                   "ferry has no ALTS: true stops start-up rather than serve gRPC without the "
                   "credentials asked for", honoured=True, same_as=False),
@@ -97,8 +101,6 @@ FLAGS: tuple[TFServingFlag, ...] = (
     TFServingFlag("rest_api_num_threads", int, "4 x CPUs",
                   "ferry's REST API runs on one event loop; model runs use the batch threads "
                   "(num_batch_threads)"),
-    TFServingFlag("allow_version_labels_for_unavailable_models", bool, False,
-                  "ferry assigns a config's version labels whatever the versions' state"),
     TFServingFlag("enable_per_model_batching_parameters", bool, False,
                   "ferry always reads a model folder's batching_params.pbtxt", same_as=True),
     TFServingFlag("num_load_threads", int, 0,
@@ -182,6 +184,7 @@ class TFServingSettings:
     warmup_iterations: int = 1
     prefer_tflite_model: bool = False
     enable_signature_method_name_check: bool = False
+    allow_version_labels_for_unavailable_models: bool = False
     # Log lines for the flags given: (level, message).
     notes: tuple[tuple[int, str], ...] = field(default_factory=tuple)
 
@@ -221,9 +224,9 @@ def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         return value
     ctx.meta.setdefault(_META_KEY, {})[param.name] = value
     if param.name == "version" and value:
-        from importlib.metadata import version
+        from ferry.distribution import installed_version
 
-        click.echo(VERSION_LINE.format(version=version("ferry")))
+        click.echo(VERSION_LINE.format(version=installed_version()))
         ctx.exit(0)
     return value
 
@@ -272,6 +275,9 @@ def resolve(given: dict[str, Any]) -> TFServingSettings:
         prefer_tflite_model=bool(given.get("prefer_tflite_model", False)),
         enable_signature_method_name_check=bool(
             given.get("enable_signature_method_name_check", False)
+        ),
+        allow_version_labels_for_unavailable_models=bool(
+            given.get("allow_version_labels_for_unavailable_models", False)
         ),
         notes=tuple(notes),
     )

@@ -77,6 +77,11 @@ VALUE_EXPECTED_AT_ITEM = "Expecting value/list but got object at item {index} of
 MISSING_NAMED_INPUT = "Missing named input: {name} in 'inputs' object."
 VERSION_NOT_NUMERIC = "Failed to convert version: {version} to numeric."
 CONFIG_NOT_PARSED = "Error parsing text-format tensorflow.serving.ModelServerConfig: {detail}"
+# server_core.cc, UpdateModelVersionLabelMap: a label moved to a version not AVAILABLE.
+LABEL_VERSION_UNAVAILABLE = (
+    "Request to assign label to version {version} of model {model}, which is not currently "
+    "available for inference"
+)
 
 # TF Serving's `status.ToString()` prefix where it wraps one error in another.
 _WRAPPED = "INVALID_ARGUMENT: "

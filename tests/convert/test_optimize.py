@@ -65,7 +65,9 @@ def test_int8_dynamic_writes_the_next_version_with_its_signature(model_dir: Path
 
 
 def test_fp16_keeps_float32_inputs_and_outputs(model_dir: Path) -> None:
-    result = optimize(model_dir / "1", "fp16")
+    # fp16 on CPU is slower (Casts around float16 kernels; measured 1.11x at batch 1), so
+    # the speed gate may refuse it: this test is about the conversion, hence force.
+    result = optimize(model_dir / "1", "fp16", force=True)
     written = result.written / "model.onnx"
     session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(float)"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from support.models import scale_model, write_model
+from support.sagemaker_moto import seed_deploy_targets
 from support.server import FerryProcess, free_port
 
 from ferry.auth.keys import SIGV4, add_key
@@ -38,7 +39,10 @@ def moto_url() -> Iterator[str]:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        # What deploy's preflight checks: the archive in S3, ferry's image in ECR.
+        seed_deploy_targets(url, [MODEL_URL], "ml.m5.xlarge")
+        yield url
     finally:
         server.stop()
 

@@ -148,7 +148,7 @@ def test_a_bundle_runs_with_its_own_runner(ort_file: Path, version_dir: Path, tm
         cwd=tmp_path,
         check=True,
     )
-    got = np.array(json.loads(completed.stdout)["probs"])
+    got = np.array(json.loads(completed.stdout)["outputs"]["probs"])
     np.testing.assert_allclose(got, reference(version_dir, x), rtol=1e-5)
     with pytest.raises(FileExistsError):
         write_bundle(ort_file, bundle)
@@ -177,7 +177,7 @@ def test_fresh_venv_imports_ferry_edge_without_server_or_frameworks(
         check=True,
     )
     np.testing.assert_allclose(
-        np.array(json.loads(ran.stdout)["probs"]), reference(version_dir, x), rtol=1e-5
+        np.array(json.loads(ran.stdout)["outputs"]["probs"]), reference(version_dir, x), rtol=1e-5
     )
 
     wheels = tmp_path / "wheels"

@@ -156,7 +156,7 @@ def test_missing_scikit_learn_is_a_load_error_naming_the_extra(
     try:
         [record] = manager.version_status("pickled")
         assert record.state.name == "END"
-        assert "pip install 'ferry[sklearn]'" in record.error_message
+        assert "pip install 'ferry-serve[sklearn]'" in record.error_message
         manager.acquire("onnx_model").release()
     finally:
         manager.shutdown()

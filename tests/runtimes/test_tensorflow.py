@@ -247,7 +247,7 @@ def test_missing_tensorflow_fails_only_tensorflow_models(
         lambda: version_status(server, "text")["state"] == "END", 60, message="text load failure"
     )
     message = version_status(server, "text")["status"]["error_message"]
-    assert "pip install 'ferry[tensorflow]'" in message
+    assert "pip install 'ferry-serve[tensorflow]'" in message
     assert "simulated: tensorflow is missing" in message
     response = server.predict("scale", {"instances": [[1.0, 2.0, 3.0, 4.0]]})
     assert response.json()["predictions"] == [[2.0, 4.0, 6.0, 8.0]]

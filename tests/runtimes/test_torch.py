@@ -179,7 +179,7 @@ def test_missing_torch_is_a_load_error_naming_the_extra(
     try:
         [record] = manager.version_status("torch_model")
         assert record.state.name == "END"
-        assert "pip install 'ferry[torch]'" in record.error_message
+        assert "pip install 'ferry-serve[torch]'" in record.error_message
         manager.acquire("onnx_model").release()
     finally:
         manager.shutdown()

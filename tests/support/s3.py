@@ -60,6 +60,26 @@ class MotoS3:
             self._server.stop()
             self._server = None
 
+    def notified_queue(self, bucket: str, name: str = "ferry-events") -> str:
+        """Create `bucket` and an SQS queue that receives its ObjectCreated/ObjectRemoved
+        events (moto delivers them); returns the queue's URL (`--s3_event_queue_url`)."""
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name="us-east-1")
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        self.client.create_bucket(Bucket=bucket)
+        self.client.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": attributes["Attributes"]["QueueArn"],
+                        "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                    }
+                ]
+            },
+        )
+        return url
+
     def upload_folder(self, folder: Path, bucket: str, prefix: str) -> None:
         """Upload every file under `folder` to `s3://bucket/prefix/<relative path>`."""
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):

@@ -68,12 +68,7 @@ def create(path: Path, kind: str, name: str, scopes: tuple[str, ...], as_json: b
         raise click.ClickException(str(exc)) from None
     entry = created.entry
     if as_json:
-        field = "aws_secret_access_key" if kind == SIGV4 else "token"
-        click.echo(
-            json.dumps(
-                {"id": entry.id, "kind": kind, "scopes": list(entry.scopes), field: created.secret}
-            )
-        )
+        click.echo(json.dumps(created_key_json(entry.id, kind, list(entry.scopes), created.secret)))
         return
     if kind == SIGV4:
         click.echo(f"aws_access_key_id     = {entry.id}")
@@ -89,6 +84,22 @@ def create(path: Path, kind: str, name: str, scopes: tuple[str, ...], as_json: b
         click.echo(f"id    = {entry.id}", err=True)
         click.echo("Send it as `Authorization: Bearer <token>`.", err=True)
         click.echo("Shown only now: the file keeps just its SHA-256.", err=True)
+
+
+def created_key_json(key_id: str, kind: str, scopes: list[str], secret: str) -> dict:
+    """`keys create --json`: a SigV4 key under the names the text output and AWS use
+    (`aws_access_key_id`, `aws_secret_access_key`), a bearer key as `id` and `token`
+    (as its text output). `id` stays in SigV4's JSON too, the same value, for scripts
+    written before the rename: deprecated, to be removed in the next minor release."""
+    if kind == SIGV4:
+        return {
+            "aws_access_key_id": key_id,
+            "aws_secret_access_key": secret,
+            "kind": kind,
+            "scopes": scopes,
+            "id": key_id,
+        }
+    return {"id": key_id, "token": secret, "kind": kind, "scopes": scopes}
 
 
 @keys.command(name="list")

@@ -43,6 +43,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from ferry.auth.keys import ADMIN, INFER, KeyStore
+from ferry.distribution import install_hint
 from ferry.errors import FerryError
 from ferry.model_control import ADMIN_GRPC_METHODS, is_admin_http
 from ferry.protocols.http_util import ClientDisconnected, Receive, Scope, Send, read_body
@@ -120,12 +121,12 @@ class Authenticator:
     def __init__(self, keys: KeyStore, metrics: AuthMetrics) -> None:
         self.keys = keys
         self.metrics = metrics
-        try:  # botocore is an optional dependency (ferry[aws]); bearer tokens need none
+        try:  # botocore is an optional dependency (ferry-serve[aws]); bearer tokens need none
             from ferry.auth import sigv4
         except ImportError:
             log.warning(
                 "--auth: botocore is not installed, so SigV4 requests are refused "
-                "(pip install 'ferry[aws]'); bearer tokens work"
+                f"({install_hint('aws')}); bearer tokens work"
             )
             sigv4 = None
         self._sigv4 = sigv4

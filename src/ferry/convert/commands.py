@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from ferry.convert.optimize_limits import DEFAULT_MAX_SLOWDOWN_PERCENT
+
 PRECISION_CHOICES = ("fp16", "int8", "int8-static")
 LITE_QUANTIZE_CHOICES = ("none", "dynamic", "int8", "fp16")
 
@@ -72,7 +74,13 @@ def print_reports(result: Any) -> None:
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--precision", required=True, type=click.Choice(PRECISION_CHOICES))
+@click.option(
+    "--precision",
+    required=True,
+    type=click.Choice(PRECISION_CHOICES),
+    help="fp16: half-precision weights; int8: dynamic int8 quantization; int8-static: "
+    "int8 with activations calibrated on --calibration.",
+)
 @click.option(
     "-o",
     "--output",
@@ -103,6 +111,21 @@ def print_reports(result: Any) -> None:
 @click.option(
     "--max-abs-diff", type=float, help="Refuse a candidate whose outputs differ more than this."
 )
+@click.option(
+    "--max-slowdown",
+    "max_slowdown_percent",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_MAX_SLOWDOWN_PERCENT,
+    show_default=True,
+    help="Refuse a candidate slower than the original by more than this percent at batch 1 "
+    "or 64 (a larger candidate is always refused).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Publish even a candidate larger or slower than the original, or optimize a "
+    "version that is already lower-precision.",
+)
 def optimize(
     model: Path,
     precision: str,
@@ -112,12 +135,16 @@ def optimize(
     labels: Path | None,
     max_accuracy_drop: float | None,
     max_abs_diff: float | None,
+    max_slowdown_percent: float,
+    force: bool,
 ) -> None:
     """Write a lower-precision variant of an ONNX model (MODEL: models/NAME or
     models/NAME/VERSION) as its next version, after comparing it with the original."""
+    from ferry.cli_logging import filter_native_logs
     from ferry.convert.optimize import OptimizeError
     from ferry.convert.optimize import optimize as run_optimize
 
+    filter_native_logs()
     try:
         result = run_optimize(
             model,
@@ -130,6 +157,8 @@ def optimize(
             max_abs_diff=max_abs_diff,
             progress=rich_progress,
             on_report=print_reports,
+            force=force,
+            max_slowdown_percent=max_slowdown_percent,
         )
     except OptimizeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -177,17 +206,21 @@ def lite(
     tolerance: float | None,
 ) -> None:
     """Convert a model version (MODEL: models/NAME/VERSION) to a lite model for devices."""
+    from ferry.cli_logging import filter_native_logs
+    from ferry.cli_progress import working
     from ferry.convert.lite import LiteError, convert_lite
 
+    filter_native_logs()
     try:
-        report = convert_lite(
-            model,
-            output,
-            quantize=quantize,
-            representative_data=representative_data,
-            check_inputs=check_inputs,
-            tolerance=tolerance,
-        )
+        with working(f"converting {model} to {output.name} and checking its outputs"):
+            report = convert_lite(
+                model,
+                output,
+                quantize=quantize,
+                representative_data=representative_data,
+                check_inputs=check_inputs,
+                tolerance=tolerance,
+            )
     except LiteError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

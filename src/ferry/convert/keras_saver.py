@@ -31,6 +31,11 @@ from ferry.runtimes.tensorflow import EXTRA, import_tensorflow
 from ferry.tensors import DEFAULT_SIGNATURE, STRING_DTYPE
 
 KERAS_FILE = "model.keras"
+# What to give `ferry save` instead of a file without a model (a weights-only .h5).
+_WHOLE_MODEL_HINT = (
+    "save the whole model with model.save('model.keras'), or give the architecture "
+    "(model.json from model.to_json()) with the weights file beside it"
+)
 _MODEL_CLASSES = ("Model", "Sequential", "Functional")
 
 
@@ -88,7 +93,10 @@ class KerasSaver(Saver):
                     shutil.copyfile(weights, folder / weights.name)
                 return
             keras = import_framework("keras", EXTRA, "Keras")
-            model = load_keras_model(keras, *found)
+            try:
+                model = load_keras_model(keras, *found)
+            except ValueError as exc:  # Keras' and ferry's words for a file with no model
+                raise SaveError(f"{_first_line(exc)}; {_WHOLE_MODEL_HINT}") from None
         if format == "keras":
             model.save(str(folder / KERAS_FILE))
         elif format == "savedmodel":
@@ -100,6 +108,10 @@ class KerasSaver(Saver):
                     saved_model_to_onnx(Path(scratch), folder)
                 else:
                     saved_model_to_tflite(Path(scratch), folder)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _keras_files(path: Path) -> tuple[Path, Path | None] | None:

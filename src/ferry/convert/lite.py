@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ferry.distribution import install_hint
 from ferry.edge import EdgeSignature, load, read_inputs
 from ferry.runtimes.optional import prepare_tensorflow_import
 
@@ -177,7 +178,8 @@ def _tensorflow_source(version_dir: Path) -> tuple[Path, Reference, Any]:
     try:
         import tensorflow as tf
     except ImportError:
-        raise LiteError(".tflite conversion needs TensorFlow: pip install tensorflow") from None
+        hint = install_hint("tensorflow")
+        raise LiteError(f".tflite conversion needs TensorFlow: {hint}") from None
     if keras_files:
         import keras
 

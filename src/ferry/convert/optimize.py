@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -38,6 +39,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ferry.convert.optimize_limits import DEFAULT_MAX_SLOWDOWN_PERCENT
 from ferry.convert.save import SIGNATURE_FILE, next_version, record_signature
 from ferry.errors import FerryError
 from ferry.runtimes.onnx import find_model_file, session_signature
@@ -454,6 +456,94 @@ def check_gates(
         raise OptimizeError(f"refused the {candidate.label} candidate: " + "; ".join(problems))
 
 
+# Ops that only a quantized graph holds (onnxruntime's dynamic and QDQ/QOperator formats).
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "QGemm",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+    }
+)
+
+
+def quantized_evidence(version_dir: Path, model: onnx.ModelProto) -> str | None:
+    """Why `version_dir`'s model is already lower-precision (None: it is not): its
+    optimize.json provenance, quantized ops, or float16 weights."""
+    report = version_dir / REPORT_FILE
+    if report.is_file():
+        try:
+            provenance = json.loads(report.read_text())
+        except (OSError, ValueError):
+            provenance = {}
+        if isinstance(provenance, dict) and provenance.get("precision"):
+            return (
+                f"its {REPORT_FILE} says it is the {provenance['precision']} variant of "
+                f"{provenance.get('source', 'another version')}"
+            )
+    ops = sorted({node.op_type for node in model.graph.node} & QUANTIZED_OPS)
+    if ops:
+        return f"its graph holds quantized ops ({', '.join(ops)})"
+    halves = sum(
+        1 for init in model.graph.initializer if init.data_type == onnx.TensorProto.FLOAT16
+    )
+    if halves and float_weight_count(model) == 0:
+        return f"its weights are float16 ({halves} float16 initializers)"
+    return None
+
+
+def check_source(version_dir: Path, source: Path, precision: str) -> None:
+    """Refuse to lower the precision of a version that already is lower-precision:
+    quantizing int8 weights again (or fp16 on int8) adds conversions and loses accuracy
+    for no gain in size. Raises OptimizeError naming the evidence."""
+    evidence = quantized_evidence(version_dir, onnx.load(str(source), load_external_data=False))
+    if evidence is not None:
+        raise OptimizeError(
+            f"refused: {version_dir} is already a lower-precision version ({evidence}); "
+            f"build the {precision} variant from the float32 version instead, or pass --force"
+        )
+
+
+def check_gains(
+    original: VariantReport, candidate: VariantReport, max_slowdown_percent: float
+) -> None:
+    """Refuse a candidate that is larger than its source, or slower by more than
+    `max_slowdown_percent` at any batch size measured on both, with the numbers: a
+    variant that costs more than the original is never worth publishing (a polling
+    server would swap to it)."""
+    problems = []
+    if candidate.size_bytes > original.size_bytes:
+        ratio = candidate.size_bytes / original.size_bytes
+        problems.append(
+            f"it is larger: {candidate.size_bytes} bytes, {ratio:.2f}x the original's "
+            f"{original.size_bytes}"
+        )
+    for rows, before, after in (
+        (1, original.latency_ms_batch1, candidate.latency_ms_batch1),
+        (64, original.latency_ms_batch64, candidate.latency_ms_batch64),
+    ):
+        if math.isnan(before) or math.isnan(after) or before <= 0:
+            continue
+        slowdown = (after / before - 1) * 100
+        if slowdown > max_slowdown_percent:
+            problems.append(
+                f"it is slower at batch {rows}: {after:.3f} ms vs {before:.3f} ms "
+                f"({after / before:.2f}x, more than the allowed {max_slowdown_percent:g} %)"
+            )
+    if problems:
+        raise OptimizeError(
+            f"refused the {candidate.label} candidate: "
+            + "; ".join(problems)
+            + " (--force publishes it anyway)"
+        )
+
+
 # --- the whole command ----------------------------------------------------------------
 
 
@@ -468,12 +558,16 @@ def optimize(
     max_abs_diff: float | None = None,
     progress: Progress = _no_progress,
     on_report: Callable[[OptimizeResult], None] | None = None,
+    force: bool = False,
+    max_slowdown_percent: float = DEFAULT_MAX_SLOWDOWN_PERCENT,
 ) -> OptimizeResult:
     """Build, compare, gate and write the `precision` variant of an ONNX version.
 
     Writes a new version of the same model (the next number) unless `output` names a
     folder (which must not exist yet, or be empty). `on_report` sees the measurements
-    before the gates run, so a refused candidate's table is still shown. Raises
+    before the gates run, so a refused candidate's table is still shown. Unless `force`,
+    a source that is already lower-precision and a candidate larger or slower than its
+    source (`check_source`, `check_gains`) are refused. Raises
     OptimizeError for bad input and refused candidates; nothing is left in the model
     folder (or `output`) then.
     """
@@ -489,6 +583,8 @@ def optimize(
         raise OptimizeError(f"{output} exists and is not empty")
     model_dir, version_dir = resolve_version(model_path)
     source = onnx_model_file(version_dir)
+    if not force:
+        check_source(version_dir, source, precision)
     signature = model_signature(source)
     calibration_batches = None
     if precision == "int8-static":
@@ -515,6 +611,8 @@ def optimize(
         if on_report is not None:
             on_report(result)
         check_gates(original_report, candidate_report, max_accuracy_drop, max_abs_diff)
+        if not force:
+            check_gains(original_report, candidate_report, max_slowdown_percent)
         result.written = _publish(
             candidate, version_dir, model_dir, output, precision, result, source
         )

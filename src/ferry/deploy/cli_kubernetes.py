@@ -100,8 +100,14 @@ def _replica_range(ctx: click.Context, param: click.Parameter, value: str | None
     "inside --model-volume.",
 )
 @_IMAGE
-@click.option("--namespace", default="default", show_default=True)
-@click.option("--replicas", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--namespace", default="default", show_default=True, help="Namespace of the objects.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Pods of the Deployment (without --autoscale).",
+)
 @click.option(
     "--autoscale",
     callback=_replica_range,
@@ -118,7 +124,13 @@ def _replica_range(ctx: click.Context, param: click.Parameter, value: str | None
 )
 @click.option("--cpu", default="1", show_default=True, help="CPU request per pod.")
 @click.option("--memory", default="2Gi", show_default=True, help="Memory request and limit.")
-@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="nvidia.com/gpu each pod requests (use a GPU --image).",
+)
 @click.option("--model-volume", default="", help="A PersistentVolumeClaim with the models.")
 @click.option("--s3-event-queue-url", default="", help="SQS queue of the bucket's S3 events.")
 @click.option("--aws-secret", default="", help="A Secret with AWS_* variables (envFrom).")
@@ -212,10 +224,17 @@ def deploy_kubernetes(
     "--model-format",
     type=click.Choice(sorted({f for f, _ in k8s.KSERVE_FORMATS})),
     required=True,
+    help="The InferenceService's model format, which picks this serving runtime.",
 )
-@click.option("--protocol", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
+@click.option(
+    "--protocol",
+    type=click.Choice(["v1", "v2"]),
+    default="v2",
+    show_default=True,
+    help="KServe protocol: v1 (TF Serving's REST API) or v2 (Open Inference Protocol).",
+)
 @click.option("--grpc", is_flag=True, help="Expose the gRPC port (h2c) instead of REST.")
-@click.option("--namespace", default="default", show_default=True)
+@click.option("--namespace", default="default", show_default=True, help="Namespace of the objects.")
 @_IMAGE
 @click.option(
     "--runtime/--no-runtime",

@@ -3,12 +3,15 @@ archive and object storage, and back. Registered in ferry.cli with `add_command`
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from ferry.cli_spelling import AliasedOption
 
 if TYPE_CHECKING:
     from ferry.deploy.object_store import ObjectTarget, Transfer
@@ -113,7 +116,14 @@ def unpack(archive: Path, dest: Path, max_size: int | None) -> None:
 
 def _storage_command(function):
     """The options every object-storage verb shares."""
-    function = click.option("--s3_endpoint_url", help=_ENDPOINT_HELP)(function)
+    function = click.option(
+        "--endpoint_url",
+        "--s3_endpoint_url",
+        "s3_endpoint_url",
+        cls=AliasedOption,
+        hidden_aliases=("--s3_endpoint_url",),
+        help=_ENDPOINT_HELP,
+    )(function)
     function = click.option(
         "--quiet", is_flag=True, help="No progress bar (it is also off when not a terminal)."
     )(function)
@@ -126,9 +136,11 @@ def _storage_command(function):
 @_storage_command
 def push(source: Path, url: str, s3_endpoint_url: str | None, quiet: bool) -> None:
     """Upload SOURCE (a file, e.g. model.tar.gz, or a folder) to URL (s3://bucket/key;
-    ending in '/', or a folder SOURCE: under that prefix). Multipart for large files;
+    ending in '/', or a folder SOURCE: under that prefix). A file's SOURCE.sha256 (from
+    `ferry package`) is checked and uploaded beside it. Multipart for large files;
     files already there with the same size and ETag are skipped, so re-running an
     interrupted push only sends what is missing."""
+    _require_boto3()
     from ferry.deploy.object_store import plan_push
 
     _transfer(url, s3_endpoint_url, quiet, True, lambda c, t: plan_push(c, source, t))
@@ -136,26 +148,43 @@ def push(source: Path, url: str, s3_endpoint_url: str | None, quiet: bool) -> No
 
 @click.command()
 @click.argument("url")
-@click.argument("dest", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path())
 @_storage_command
 @_max_size_option(
     "Refuse to download more than this in all (default: DEST's free disk less a reserve)."
 )
 def pull(
-    url: str, dest: Path, s3_endpoint_url: str | None, quiet: bool, max_size: int | None
+    url: str, dest: str, s3_endpoint_url: str | None, quiet: bool, max_size: int | None
 ) -> None:
-    """Download URL (one s3:// object, or every object under a prefix) to DEST.
+    """Download URL (one s3:// object, or every object under a prefix) to DEST (one
+    object goes into DEST when it is a folder or ends in '/'; its .sha256 comes with it).
     Local files with the same size and ETag are skipped; each file appears under its
     name only once complete. Nothing is fetched unless it all fits (the objects' sizes
     against --max-size and the free disk)."""
+    _require_boto3()
     from ferry.deploy.object_store import check_pull_fits, plan_pull
 
+    # Path() drops a trailing '/', which is what says "into this folder" (as aws s3 cp).
+    into_folder = dest.endswith(("/", os.sep))
+    folder = Path(dest)
+
     def plan(client, target: ObjectTarget) -> list[Transfer]:
-        items = plan_pull(client, target, dest)
-        check_pull_fits(items, url, dest, max_size)
+        items = plan_pull(client, target, folder, into_folder=into_folder)
+        check_pull_fits(items, url, folder, max_size)
         return items
 
     _transfer(url, s3_endpoint_url, quiet, False, plan)
+
+
+def _require_boto3() -> None:
+    """push and pull need boto3 (the s3 extra): say so in one line, before anything
+    imports it."""
+    from ferry.repository.location import S3_EXTRA_HINT
+
+    try:
+        import boto3  # noqa: F401 - imported only to learn whether it is there
+    except ImportError:
+        raise click.ClickException(S3_EXTRA_HINT) from None
 
 
 def _transfer(

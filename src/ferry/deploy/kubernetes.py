@@ -203,6 +203,9 @@ def deployment(options: KubernetesOptions) -> dict[str, Any]:
             "spec": {
                 "containers": [_container(options)],
                 "volumes": volumes,
+                # Service links would set FERRY_*_PORT variables, which ferry reads as
+                # its own settings (docs/configuration.md).
+                "enableServiceLinks": False,
                 # ferry's drain grace + its drain + 10 s to unload and exit.
                 "terminationGracePeriodSeconds": int(
                     DRAIN_GRACE_SECONDS + options.drain_seconds + 10

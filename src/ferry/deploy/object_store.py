@@ -23,6 +23,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from ferry.deploy.package import CHECKSUM_SUFFIX, file_sha256
 from ferry.deploy.size_limits import budget, human
 from ferry.errors import StatusCode, StorageError
 from ferry.repository.location import S3Url
@@ -184,6 +185,11 @@ def plan_push(
     elif source.is_file():
         key = target.child(source.name) if target.is_folder else target.key
         pairs = [(source, key)]
+        checksum = checked_checksum_file(source)
+        if checksum is not None:
+            # Uploaded beside the archive (after it), so `pull` brings it back and
+            # `unpack` checks the download; SageMaker reads only the archive's own key.
+            pairs.append((checksum, key + CHECKSUM_SUFFIX))
         listed = S3Url(target.bucket, key.rpartition("/")[0])
     else:
         raise FileNotFoundError(f"{source} does not exist")
@@ -196,26 +202,60 @@ def plan_push(
     return plan
 
 
+def checked_checksum_file(archive: Path) -> Path | None:
+    """`archive`.sha256 (as `ferry package` writes it) when it exists beside `archive`;
+    StorageError when it no longer matches, so a stale checksum is never published."""
+    checksum = archive.with_name(archive.name + CHECKSUM_SUFFIX)
+    if not checksum.is_file():
+        return None
+    expected = (checksum.read_text(errors="replace").split() or [""])[0]
+    actual = file_sha256(archive)
+    if expected != actual:
+        raise StorageError(
+            f"{archive}: sha256 {actual} does not match {checksum} ({expected}): the archive "
+            "changed after it was packed; run `ferry package` again (or remove the .sha256)",
+            StatusCode.FAILED_PRECONDITION,
+        )
+    return checksum
+
+
+def _head(client, bucket: str, key: str) -> RemoteObject | None:
+    """The object's size and ETag, None when there is no such object."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        if storage_error(exc, "").code != StatusCode.NOT_FOUND:
+            raise storage_error(exc, f"cannot read s3://{bucket}/{key}") from exc
+        return None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise storage_error(exc, f"cannot read s3://{bucket}/{key}") from exc
+    return RemoteObject(key, int(head["ContentLength"]), head["ETag"].strip('"'))
+
+
 def plan_pull(
-    client, target: ObjectTarget, dest: Path, transfer: TransferConfig = DEFAULT_TRANSFER
+    client,
+    target: ObjectTarget,
+    dest: Path,
+    transfer: TransferConfig = DEFAULT_TRANSFER,
+    into_folder: bool = False,
 ) -> list[Transfer]:
     """The downloads `pull` makes: one object to `dest` (or `dest/<name>` when `dest` is a
-    folder), or every object under a prefix to `dest/<relative key>`. Local files with
-    the remote size and ETag are marked `skip`. Keys that could escape `dest` are refused."""
+    folder, or `into_folder`: DEST was written with a trailing '/', as with `aws s3 cp`),
+    with its `.sha256` object when there is one (`unpack` then checks the archive), or
+    every object under a prefix to `dest/<relative key>`. Local files with the remote
+    size and ETag are marked `skip`. Keys that could escape `dest` are refused."""
     single = None
     if target.key and not target.is_folder:
-        try:
-            head = client.head_object(Bucket=target.bucket, Key=target.key)
-            single = RemoteObject(target.key, int(head["ContentLength"]), head["ETag"].strip('"'))
-        except botocore.exceptions.ClientError as exc:
-            if storage_error(exc, "").code != StatusCode.NOT_FOUND:
-                raise storage_error(exc, f"cannot read s3://{target.bucket}/{target.key}") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise storage_error(exc, f"cannot read s3://{target.bucket}/{target.key}") from exc
+        single = _head(client, target.bucket, target.key)
     if single is not None:
         name = target.key.rpartition("/")[2]
-        local = dest / name if dest.is_dir() else dest
+        local = dest / name if dest.is_dir() or into_folder else dest
         objects = [(single, local)]
+        checksum = None
+        if not target.key.endswith(CHECKSUM_SUFFIX):
+            checksum = _head(client, target.bucket, target.key + CHECKSUM_SUFFIX)
+        if checksum is not None:
+            objects.append((checksum, local.with_name(local.name + CHECKSUM_SUFFIX)))
     else:
         objects = []
         for obj in list_objects(client, S3Url(target.bucket, target.key)):

@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ferry.consent import CODE_ENV, PICKLE_ENV, model_names
+from ferry.deploy import sagemaker_scaling as autoscaling
+from ferry.deploy.sagemaker_variants import VariantSpec
+from ferry.distribution import install_hint, installed_version
 from ferry.protocols.sagemaker_requirements import REQUIREMENTS_ENV
 from ferry.repository.sagemaker_catalog import MULTI_MODEL_ENV
 
@@ -64,6 +66,17 @@ class DeploySpec:
     # A multi-model endpoint: `model_data_url` is an S3 prefix of model archives, the
     # container runs in `Mode: MultiModel` and loads them on demand (TargetModel).
     multi_model: bool = False
+    # Production variants (A/B, canary): each its own model, weight and instances. Empty:
+    # one variant, AllTraffic, of `model_data_url` on `instance_count` x `instance_type`.
+    variants: tuple[VariantSpec, ...] = ()
+
+    def production_variants(self) -> tuple[VariantSpec, ...]:
+        if self.variants:
+            return self.variants
+        default = VariantSpec(
+            VARIANT, self.model_data_url, 1.0, self.instance_count, self.instance_type
+        )
+        return (default,)
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,11 @@ class DeployResult:
     model_name: str
     config_name: str
     updated: bool  # True: an existing endpoint moved to the new config
+    model_names: tuple[str, ...] = ()  # one per variant, in the config's order
+    previous_config: str | None = None  # the config an update moved the endpoint from
+    # Variants whose autoscaling an update removed first (AWS refuses to update a scaled
+    # variant's instance type, or to remove a scaled variant).
+    deregistered: tuple[str, ...] = ()
 
 
 def boto3_session(region: str | None = None, profile: str | None = None):
@@ -80,7 +98,7 @@ def boto3_session(region: str | None = None, profile: str | None = None):
     try:
         import boto3
     except ImportError:  # pragma: no cover - the aws extra is not installed
-        raise DeployError("this command needs boto3: pip install 'ferry[aws]'") from None
+        raise DeployError(f"this command needs boto3: {install_hint('aws')}") from None
     return boto3.session.Session(region_name=region, profile_name=profile)
 
 
@@ -89,10 +107,9 @@ def sagemaker_client(session, endpoint_url: str | None = None):
 
 
 def ferry_version() -> str:
-    try:
-        return version("ferry")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "latest"
+    """The image tag's version: the installed distribution's (the source tree's when
+    run uninstalled, as ferry deploy kubernetes's default image)."""
+    return installed_version()
 
 
 # SageMaker's GPU instance families (ml.g4dn, ml.g5, ml.g6, ml.p3, ml.p4d, ml.p5, ...).
@@ -116,9 +133,10 @@ def default_image(session, endpoint_url: str | None = None, instance_type: str =
     return f"{account}.dkr.ecr.{region}.amazonaws.com/ferry:{image_tag(instance_type)}"
 
 
-def resource_name(endpoint_name: str, now: datetime | None = None) -> str:
-    """`<endpoint>-<YYYYMMDD-HHMMSS>`, cut to SageMaker's 63 characters."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+def resource_name(endpoint_name: str, now: datetime | None = None, suffix: str = "") -> str:
+    """`<endpoint>-<YYYYMMDD-HHMMSS><suffix>`, the endpoint's part cut so that the whole
+    fits SageMaker's 63 characters."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S") + suffix
     return f"{endpoint_name[: 63 - len(stamp) - 1]}-{stamp}"
 
 
@@ -138,44 +156,229 @@ def endpoint_status(client, name: str) -> dict[str, Any] | None:
         raise
 
 
-def deploy(client, spec: DeploySpec, now: datetime | None = None) -> DeployResult:
-    """CreateModel, CreateEndpointConfig, then CreateEndpoint or UpdateEndpoint."""
-    from botocore.exceptions import ClientError
+def deploy(client, spec: DeploySpec, now: datetime | None = None, scaling=None) -> DeployResult:
+    """CreateModel (one per variant), CreateEndpointConfig, then CreateEndpoint or
+    UpdateEndpoint. When a call fails, the models and config this deploy made are
+    deleted again, so a failed deploy leaves no orphans. With `scaling` (an
+    application-autoscaling client), an update first deregisters the autoscaling of the
+    variants it removes or moves to another instance type, which AWS requires.
+
+    An update is finished by `finish_update` once the endpoint is InService again."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
     name = resource_name(spec.endpoint_name, now)
+    variants = spec.production_variants()
+    # One variant of --model keeps the model's name equal to the config's.
+    models = (
+        [resource_name(spec.endpoint_name, now, f"-{i}") for i in range(1, len(variants) + 1)]
+        if spec.variants
+        else [name]
+    )
+    made: list[tuple[str, str]] = []
+    deregistered: list[str] = []
     try:
-        client.create_model(
-            ModelName=name,
-            ExecutionRoleArn=spec.role_arn,
-            PrimaryContainer=_container(spec),
-        )
+        for variant, model in zip(variants, models, strict=True):
+            client.create_model(
+                ModelName=model,
+                ExecutionRoleArn=spec.role_arn,
+                PrimaryContainer=_container(spec, variant.model_data_url),
+            )
+            made.append(("model", model))
         client.create_endpoint_config(
             EndpointConfigName=name,
             ProductionVariants=[
                 {
-                    "VariantName": VARIANT,
-                    "ModelName": name,
-                    "InstanceType": spec.instance_type,
-                    "InitialInstanceCount": spec.instance_count,
-                    "InitialVariantWeight": 1.0,
+                    "VariantName": variant.name,
+                    "ModelName": model,
+                    "InstanceType": variant.instance_type,
+                    "InitialInstanceCount": variant.instance_count,
+                    "InitialVariantWeight": variant.weight,
                 }
+                for variant, model in zip(variants, models, strict=True)
             ],
         )
+        made.append(("endpoint config", name))
         existing = endpoint_status(client, spec.endpoint_name)
         if existing is None:
             client.create_endpoint(EndpointName=spec.endpoint_name, EndpointConfigName=name)
         else:
+            if scaling is not None:
+                deregistered = _unscale_for_update(client, scaling, existing, variants)
             client.update_endpoint(EndpointName=spec.endpoint_name, EndpointConfigName=name)
+    except (ClientError, BotoCoreError) as exc:
+        raise DeployError(_client_error(exc) + _discard(client, made)) from None
+    return DeployResult(
+        spec.endpoint_name,
+        models[0],
+        name,
+        updated=existing is not None,
+        model_names=tuple(models),
+        previous_config=existing["EndpointConfigName"] if existing else None,
+        deregistered=tuple(deregistered),
+    )
+
+
+def _unscale_for_update(
+    client, scaling, existing: dict[str, Any], variants: tuple[VariantSpec, ...]
+) -> list[str]:
+    """Deregister the autoscaling of the endpoint's variants that the new config drops
+    or gives another instance type; returns their names."""
+    current = client.describe_endpoint_config(EndpointConfigName=existing["EndpointConfigName"])
+    before = {v["VariantName"]: v.get("InstanceType") for v in current["ProductionVariants"]}
+    after = {v.name: v.instance_type for v in variants}
+    changed = [v for v, kind in before.items() if after.get(v, object()) != kind]
+    scaled = _scaled(scaling, existing["EndpointName"], changed)
+    for variant in changed:
+        if variant in scaled:
+            autoscaling.deregister(scaling, existing["EndpointName"], variant)
+    return [v for v in changed if v in scaled]
+
+
+def _scaled(scaling, endpoint_name: str, variant_names: list[str]) -> set[str]:
+    """The scaled variants among `variant_names`; none when the caller may not read
+    Application Auto Scaling (AWS then refuses what would need it, with its reason)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return autoscaling.registered(scaling, endpoint_name, variant_names)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "AccessDeniedException":
+            return set()
+        raise
+
+
+def _discard(client, made: list[tuple[str, str]]) -> str:
+    """Remove what a failed deploy made, newest first (the config before its models).
+    A failure here must not hide the error that led to it, so it is returned as text to
+    add to that error ('' when everything went), naming what is left to delete."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    left = []
+    for kind, name in reversed(made):
+        try:
+            if kind == "model":
+                client.delete_model(ModelName=name)
+            else:
+                client.delete_endpoint_config(EndpointConfigName=name)
+        except (ClientError, BotoCoreError):
+            left.append(f"{kind} {name}")
+    return f" (left behind, delete by hand: {', '.join(left)})" if left else ""
+
+
+def finish_update(
+    client, result: DeployResult, described: dict[str, Any], keep_previous: bool = False
+) -> list[str]:
+    """Settle an update once the endpoint is InService (`described`, from
+    `wait_in_service`). SageMaker rolls a failed update back: InService on the previous
+    config, with a FailureReason; then the new config and models are deleted and
+    DeployError raised. A completed update deletes the previous config and its models
+    (unless `keep_previous`): only now nothing serves from them. Returns what was deleted."""
+    if not result.updated:
+        return []
+    if described.get("EndpointConfigName") != result.config_name:
+        reason = described.get("FailureReason") or "no reason given"
+        made = [("model", m) for m in result.model_names or (result.model_name,)]
+        left = _discard(client, [*made, ("endpoint config", result.config_name)])
+        raise DeployError(
+            f"the update of {result.endpoint_name} failed and SageMaker kept "
+            f"{described.get('EndpointConfigName')}: {reason}; deleted the new "
+            f"config {result.config_name} and its models{left}"
+        )
+    previous = result.previous_config
+    if keep_previous or not previous or previous == result.config_name:
+        return []
+    from botocore.exceptions import ClientError
+
+    try:
+        config = client.describe_endpoint_config(EndpointConfigName=previous)
+        return _delete_config(client, config, keep_models=set(result.model_names))
+    except ClientError as exc:
+        raise DeployError(
+            f"endpoint {result.endpoint_name} is InService on {result.config_name}, but "
+            f"deleting the previous config {previous} failed: {_client_error(exc)}"
+        ) from None
+
+
+def _delete_config(client, config: dict[str, Any], keep_models: set[str]) -> list[str]:
+    """Delete an endpoint config, then its models (but `keep_models`); ClientError
+    propagates. Returns what was deleted, as `kind name`."""
+    client.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
+    deleted = [f"endpoint config {config['EndpointConfigName']}"]
+    for variant in config["ProductionVariants"]:
+        if variant["ModelName"] not in keep_models:
+            client.delete_model(ModelName=variant["ModelName"])
+            deleted.append(f"model {variant['ModelName']}")
+    return deleted
+
+
+def set_autoscaling(
+    scaling, endpoint_name: str, variant_names: list[str], spec: autoscaling.AutoscalingSpec
+) -> None:
+    """Register (or update) every variant's scalable target and policy; the endpoint
+    must be InService, since AWS checks that the variant exists."""
+    from botocore.exceptions import ClientError
+
+    try:
+        for variant in variant_names:
+            autoscaling.register(scaling, endpoint_name, variant, spec)
+    except ClientError as exc:
+        raise DeployError(f"autoscaling {endpoint_name}: {_client_error(exc)}") from None
+
+
+def remove_autoscaling(scaling, endpoint_name: str, variant_names: list[str]) -> list[str]:
+    """Deregister the variants that are scaled; returns their resource ids."""
+    from botocore.exceptions import ClientError
+
+    try:
+        scaled = _scaled(scaling, endpoint_name, variant_names)
+        removed = []
+        for variant in variant_names:
+            if variant in scaled:
+                autoscaling.deregister(scaling, endpoint_name, variant)
+                removed.append(autoscaling.resource_id(endpoint_name, variant))
+        return removed
+    except ClientError as exc:
+        raise DeployError(f"autoscaling {endpoint_name}: {_client_error(exc)}") from None
+
+
+def shift_weights(client, name: str, weights: dict[str, float]) -> dict[str, float]:
+    """UpdateEndpointWeightsAndCapacities: move traffic between the endpoint's variants
+    without a new config. Variants not named keep their weight; instance counts are
+    left alone (autoscaling may own them). Returns every variant's weight after."""
+    from botocore.exceptions import ClientError
+
+    described = endpoint_status(client, name)
+    if described is None:
+        raise DeployError(f"no endpoint {name}")
+    current = {
+        v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0.0)) or 0.0)
+        for v in described.get("ProductionVariants", [])
+    }
+    for variant in weights:
+        if variant not in current:
+            raise DeployError(
+                f"endpoint {name} has no variant {variant} (its variants: {', '.join(current)})"
+            )
+    after = {**current, **weights}
+    if not any(after.values()):
+        raise DeployError(f"every variant of {name} would have weight 0: no traffic")
+    try:
+        client.update_endpoint_weights_and_capacities(
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[
+                {"VariantName": v, "DesiredWeight": w} for v, w in weights.items()
+            ],
+        )
     except ClientError as exc:
         raise DeployError(_client_error(exc)) from None
-    return DeployResult(spec.endpoint_name, name, name, updated=existing is not None)
+    return after
 
 
-def _container(spec: DeploySpec) -> dict[str, Any]:
+def _container(spec: DeploySpec, model_data_url: str) -> dict[str, Any]:
     """The model's container definition; a multi-model one also tells ferry (and the
     SageMaker TensorFlow Serving container) so through SAGEMAKER_MULTI_MODEL."""
     environment = {**CONTAINER_ENVIRONMENT, **spec.environment}
-    container: dict[str, Any] = {"Image": spec.image, "ModelDataUrl": spec.model_data_url}
+    container: dict[str, Any] = {"Image": spec.image, "ModelDataUrl": model_data_url}
     if spec.multi_model:
         container["Mode"] = "MultiModel"
         environment[MULTI_MODEL_ENV] = "true"
@@ -235,23 +438,23 @@ def list_endpoints(client) -> list[dict[str, Any]]:
     return endpoints
 
 
-def delete(client, name: str, keep_config: bool = False) -> list[str]:
+def delete(client, name: str, keep_config: bool = False, scaling=None) -> list[str]:
     """Delete the endpoint and (unless `keep_config`) its config and the config's
-    models; returns what was deleted, as `kind name`."""
+    models; with `scaling`, first deregister its variants' autoscaling. Returns what
+    was deleted, as `kind name`."""
     from botocore.exceptions import ClientError
 
     info = describe(client, name)
     config = info["config"]
     deleted = []
+    if scaling is not None:
+        variants = [v["VariantName"] for v in config["ProductionVariants"]]
+        deleted += [f"scalable target {r}" for r in remove_autoscaling(scaling, name, variants)]
     try:
         client.delete_endpoint(EndpointName=name)
         deleted.append(f"endpoint {name}")
         if not keep_config:
-            client.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
-            deleted.append(f"endpoint config {config['EndpointConfigName']}")
-            for variant in config["ProductionVariants"]:
-                client.delete_model(ModelName=variant["ModelName"])
-                deleted.append(f"model {variant['ModelName']}")
+            deleted += _delete_config(client, config, keep_models=set())
     except ClientError as exc:
         raise DeployError(_client_error(exc)) from None
     return deleted

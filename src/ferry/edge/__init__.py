@@ -14,7 +14,15 @@ into a bundle (`ferry edge bundle`) as it is. Keep every import here relative.
 from __future__ import annotations
 
 from .inputs import read_inputs
-from .model import EdgeModel, load
+from .model import EdgeModel, load, outputs_document
 from .signature import EdgeInputError, EdgeSignature, TensorInfo
 
-__all__ = ["EdgeInputError", "EdgeModel", "EdgeSignature", "TensorInfo", "load", "read_inputs"]
+__all__ = [
+    "EdgeInputError",
+    "EdgeModel",
+    "EdgeSignature",
+    "TensorInfo",
+    "load",
+    "outputs_document",
+    "read_inputs",
+]

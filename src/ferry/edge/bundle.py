@@ -2,8 +2,9 @@
 
 The folder holds the lite model, its signature.json, a copy of this package as
 `ferry_edge/` (numpy and one runtime are all it needs) and `run.py`, a short runner:
-`python run.py inputs.npy` prints the outputs as JSON. It is written to a staging
-folder and renamed, so a half-written bundle never exists under the final name.
+`python run.py inputs.npy` prints `{"outputs": ...}` as JSON, as `ferry edge predict`
+does. It is written to a staging folder and renamed, so a half-written bundle never
+exists under the final name.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ _RUNTIME_MODULES = (
 
 RUNNER = '''"""Run the bundled model: python run.py INPUTS (.npy, .npz or TF Serving .json).
 
-Needs numpy and {runtime} only. Prints the outputs by name as JSON.
+Needs numpy and {runtime} only. Prints {{"outputs": {{name: values}}}} as JSON, as
+`ferry edge predict` does; bad inputs exit 1 with one line saying why.
 """
 
 import json
@@ -40,10 +42,15 @@ sys.path.insert(0, str(HERE))  # the ferry_edge copy beside this script, even un
 
 import ferry_edge  # noqa: E402
 
+if len(sys.argv) != 2:
+    sys.exit("usage: python run.py INPUTS (.npy, .npz or TF Serving .json)")
 model = ferry_edge.load(HERE)
-inputs = ferry_edge.read_inputs(Path(sys.argv[1]), model.input_names)
-outputs = model.predict(inputs)
-print(json.dumps({{name: value.tolist() for name, value in outputs.items()}}))
+try:
+    inputs = ferry_edge.read_inputs(Path(sys.argv[1]), model.input_names)
+    outputs = model.predict(inputs)
+except (ValueError, FileNotFoundError) as exc:
+    sys.exit(f"error: {{exc}}")
+print(json.dumps(ferry_edge.outputs_document(outputs)))
 '''
 
 

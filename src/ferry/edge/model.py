@@ -47,6 +47,13 @@ class EdgeModel:
         return self._backend.run(self._backend.signature.prepare(inputs))
 
 
+def outputs_document(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What `ferry edge predict` and a bundle's run.py print: `{"outputs": {name: values}}`,
+    one shape for both (and the shape of a V2/TF Serving columnar "outputs" answer), so a
+    script written against one reads the other."""
+    return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
+
+
 def find_model_file(folder: Path) -> Path:
     """The one lite model in a bundle or version folder (.tflite, then .ort, then .onnx)."""
     for suffix in MODEL_SUFFIXES:

@@ -1,7 +1,8 @@
 """gRPC's standard health service (`grpc.health.v1.Health/Check`), as TF Serving serves it
 with `--enable_grpc_healthcheck_service`: the server as a whole ("") and TF Serving's two
-service names answer SERVING while ferry serves, NOT_SERVING once shutdown began; any
-other name is NOT_FOUND, as in gRPC's own health service (TF Serving uses that one).
+service names answer SERVING while ferry is ready (ferry.readiness: started, its models
+serving as --ready_when asks, not draining), else NOT_SERVING; any other name is
+NOT_FOUND, as in gRPC's own health service (TF Serving uses that one).
 
 Watch is not served (UNIMPLEMENTED): a stream per watcher held open for ever would take
 a share of `--grpc_max_concurrent_rpcs` from the APIs; Kubernetes probes and

@@ -1,7 +1,7 @@
 """The SageMaker container contract, answered as the SageMaker TensorFlow Serving
 container answers it.
 
-  GET  /ping         200 (empty body) when every model serves a version, else 503
+  GET  /ping         200 (empty body) when ready (ferry.readiness), else 503
   POST /invocations  one prediction; the payload's Content-Type says how to read it
                      (application/json, application/jsonlines, text/csv: see
                      `ferry.codecs.sagemaker_payload`), Accept how to answer
@@ -118,25 +118,12 @@ class SageMakerInvocations:
         return [Route(PING_PATH, self.ping, methods=["GET"])]
 
     def is_healthy(self) -> bool:
-        """Ready for traffic: the first scan is loaded, the server is not draining, and
-        every model found (at least one) serves a version.
-
-        Stricter than "the default model is AVAILABLE" (the container's check) because
-        the container's TF Serving exits at start-up when any model fails to load, so a
-        model that cannot serve keeps that endpoint out of service too; SageMaker then
-        never routes traffic to an instance with a broken model.
-        """
-        if not self._server_ready():
-            return False
-        names = self.manager.model_names()
-        if not names:
-            return False
-        for name in names:
-            try:
-                self.manager.acquire(name).release()
-            except FerryError:
-                return False
-        return True
+        """Ready for traffic: the server's one verdict (ferry.readiness), so /ping and
+        /v2/health/ready agree. By default every model found (at least one) must serve a
+        version: stricter than "the default model is AVAILABLE" (the container's check)
+        because the container's TF Serving exits at start-up when any model fails to
+        load, so a model that cannot serve keeps that endpoint out of service too."""
+        return self._server_ready()
 
     async def ping(self, request: Request) -> Response:
         return Response(b"", status_code=200 if self.is_healthy() else 503)

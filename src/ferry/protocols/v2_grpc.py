@@ -162,7 +162,7 @@ class V2Grpc:
             key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
             for key, value in request.parameters.items()
         }
-        await self.models.load(request.model_name, parameters)
+        await self.models.load(request.model_name, parameters, base64_files=False)
         return _msg("RepositoryModelLoadResponse")()
 
     async def unload(self, request: Message, context) -> Message:

@@ -15,9 +15,18 @@ from collections.abc import Callable, Iterator, Mapping
 import ferry
 from ferry import triton_messages
 from ferry.codecs.v2 import config_datatype, tensor_metadata
-from ferry.errors import FailedPrecondition, FerryError, InvalidArgument, NotFound
+from ferry.errors import (
+    FailedPrecondition,
+    FerryError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from ferry.manager import ModelManager
+from ferry.model_config import ModelSpec
 from ferry.model_control import REPOSITORY_API, ModelControl
+from ferry.readiness import Readiness
+from ferry.repository.uploads import FILE_PREFIX, ModelUploads, file_parameters
 from ferry.repository.watcher import RepositoryWatcher
 from ferry.served_version import ServedVersion, VersionState
 from ferry.stats import Duration
@@ -83,18 +92,24 @@ class V2Models:
         self,
         manager: ModelManager,
         watcher: RepositoryWatcher | None,
-        is_ready: Callable[[], bool],
+        readiness: Callable[[], Readiness],
         control: ModelControl | None = None,
         shared_memory: bool = False,
+        uploads: ModelUploads | None = None,
     ) -> None:
         self.manager = manager
         self.watcher = watcher
-        self.is_ready = is_ready
+        self.readiness = readiness  # the server's one verdict (ferry.readiness)
         self.extensions = [*EXTENSIONS, *([SHARED_MEMORY_EXTENSION] if shared_memory else [])]
         # Load and unload are the operator's (--enable_model_control); the index is not.
         self.control = control or ModelControl()
+        # Where a load's `file:` parameters go (shared by REST and gRPC).
+        self.uploads = uploads or ModelUploads()
 
     # -- server ---------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        return self.readiness().ready
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": ferry.__version__, "extensions": self.extensions}
@@ -128,9 +143,12 @@ class V2Models:
         return triton_messages.version_not_ready(model, version)
 
     def model_ready(self, model: str, version: int | None) -> bool:
+        """Whether the model (version) serves now. Never an error, as in Triton, whose
+        ModelReady answers `ready: false` for an unknown model or a version that is not
+        at ready state (its lifecycle tests assert that over HTTP and gRPC alike)."""
         try:
             self.acquire(model, version).release()
-        except NotFound:
+        except (NotFound, Unavailable):
             return False
         return True
 
@@ -247,27 +265,39 @@ class V2Models:
     def _configured(self, model: str) -> bool:
         return model in {spec.name for spec in self._watcher().configured_models()}
 
-    async def load(self, model: str, parameters: Mapping[str, object] | None = None) -> None:
+    async def load(
+        self,
+        model: str,
+        parameters: Mapping[str, object] | None = None,
+        base64_files: bool = True,
+    ) -> None:
         """Serve a configured model again (or re-scan it); returns once it serves, raises
         Triton's "failed to load" error (INTERNAL) if no version could be loaded.
 
         `parameters["config"]` (Triton's config override, a JSON ModelConfig) replaces the
         model's config.pbtxt from now on; a config that does not parse, names another
         model or does not fit the model file is refused and the previous one stays.
-        `file:` parameters (model files sent with the request) are refused: ferry loads
-        models only from the operator's folders."""
+        `file:<version>/<name>` parameters (base64 over REST, bytes over gRPC) are the
+        model's files: with a config override (required, as in Triton) the model, a new
+        name or a configured one, is served from them (ferry.repository.uploads); a load
+        without them serves a configured model from its repository again."""
         self.control.require(REPOSITORY_API)
+        parameters = dict(parameters or {})
+        files = file_parameters(parameters, base64_files)
+        if files:
+            await self._load_uploaded(model, files, parameters.get("config"))
+            return
+        if any(key.startswith(FILE_PREFIX) for key in parameters):
+            raise triton_messages.load_failed(model, "no file in the file override")
+        watcher = self._watcher()
+        if watcher.overridden(model) and model in {s.name for s in watcher.catalog_models()}:
+            # Back to the operator's repository, as Triton does on a plain load.
+            await asyncio.to_thread(
+                watcher.override_model, model, None, _REPOSITORY_TIMEOUT_SECONDS
+            )
+            self.uploads.forget(model)
         if not self._configured(model):
             raise triton_messages.load_not_in_repository(model)
-        parameters = parameters or {}
-        files = sorted(k for k in parameters if k.startswith("file:"))
-        if files:
-            # Triton's words and code for a file override it cannot use (INTERNAL).
-            raise triton_messages.load_failed(
-                model,
-                "failed to poll from model repository: ferry does not take model files in a "
-                f"load request ({', '.join(files)}); put them in the model repository",
-            )
         override = parameters.get("config")
         if override is not None:
             await self._load_with_config(model, override)
@@ -284,6 +314,29 @@ class V2Models:
             errors = []
         detail = "; ".join(errors) or "no version of the model could be loaded"
         raise triton_messages.load_failed(model, detail)
+
+    async def _load_uploaded(self, model: str, files: dict[str, bytes], override: object) -> None:
+        """Serve `model` from uploaded files (see `load`); refused, the model keeps what
+        it served before."""
+        if override is None:
+            # Triton's answer to files without a config (its test_file_override).
+            raise triton_messages.load_failed(model, "failed to poll from model repository")
+        folder = await asyncio.to_thread(self.uploads.write, model, files)
+        watcher = self._watcher()
+        previous = next((s for s in watcher.configured_models() if s.name == model), None)
+        was_overridden = watcher.overridden(model)
+        spec = ModelSpec(model, folder, trusted=False)  # no consent for uploaded code
+        await asyncio.to_thread(watcher.override_model, model, spec, _REPOSITORY_TIMEOUT_SECONDS)
+        try:
+            await self._load_with_config(model, override)
+        except BaseException:
+            restored = previous if was_overridden else None
+            await asyncio.to_thread(
+                watcher.override_model, model, restored, _REPOSITORY_TIMEOUT_SECONDS
+            )
+            self.uploads.discard(folder)
+            raise
+        self.uploads.commit(model, folder)
 
     async def _load_with_config(self, model: str, override: object) -> None:
         if not isinstance(override, str):

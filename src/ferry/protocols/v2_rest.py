@@ -2,7 +2,7 @@
 
 Paths (case-sensitive, as in the protocol):
   GET  /v2                                          server metadata and extensions
-  GET  /v2/health/live, /v2/health/ready            liveness, readiness (status only)
+  GET  /v2/health/live, /v2/health/ready            liveness, readiness (a 503 says why)
   GET  /v2/models/{m}[/versions/{v}]                model metadata
   GET  /v2/models/{m}[/versions/{v}]/ready          model readiness (200 or 400)
   GET  /v2/models/{m}[/versions/{v}]/config         Triton model configuration
@@ -63,6 +63,7 @@ from ferry.protocols.v2_models import (
 from ferry.protocols.v2_shared_memory_api import PREFIXES as _SHM_PREFIXES
 from ferry.protocols.v2_shared_memory_api import SharedMemoryApi
 from ferry.protocols.v2_unsupported import refuse_sequence_rest
+from ferry.readiness import READINESS_HEADER
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 
@@ -129,9 +130,19 @@ class V2Rest:
         return Response(b"", status_code=200)
 
     async def ready(self, request: Request) -> Response:
-        """200 once the first repository scan is loaded and until shutdown starts, so a
-        rolling update sends no traffic to a server still loading or already draining."""
-        return Response(b"", status_code=200 if self.models.is_ready() else 503)
+        """200 when the server is ready (ferry.readiness: started, not draining, the
+        models serving as --ready_when asks), so a rolling update sends no traffic to a
+        server still loading, missing a model or already draining. A 503 says why in
+        Triton's error body and names its phase in the `ferry-readiness` header."""
+        verdict = self.models.readiness()
+        if verdict.ready:
+            return Response(b"", status_code=200)
+        return Response(
+            orjson.dumps({"error": f"not ready: {verdict.reason}"}),
+            status_code=503,
+            media_type="application/json",
+            headers={READINESS_HEADER: verdict.phase.value},
+        )
 
     async def all_stats(self, request: Request) -> Response:
         return _json(self.models.statistics(None, None))

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ferry.model_config import ConfigError, ModelSpec, load_model_config_file, models_under_root
+from ferry.repository.layout import LayoutWarnings, root_problem
 from ferry.repository.location import BasePath
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,13 @@ class RootFolderCatalog(ModelCatalog):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # A root one level too deep serves `variables` or `1` as models: said once.
+        self._layout = LayoutWarnings()
 
     def current(self) -> list[ModelSpec]:
-        return models_under_root(self.root)
+        specs = models_under_root(self.root)
+        self._layout.report(f"model root {self.root}", root_problem(self.root))
+        return specs
 
     def roots(self) -> tuple[BasePath, ...]:
         return (self.root,)

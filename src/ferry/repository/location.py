@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ferry.distribution import install_hint
+
 S3_SCHEME = "s3://"
 
 
@@ -62,7 +64,7 @@ def parse_base_path(text: str) -> BasePath:
     return Path(text).expanduser()
 
 
-S3_EXTRA_HINT = "s3:// paths need boto3: pip install 'ferry[s3]'"
+S3_EXTRA_HINT = f"s3:// paths need boto3: {install_hint('s3')}"
 
 
 def s3_support_installed() -> bool:

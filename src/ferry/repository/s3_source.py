@@ -43,9 +43,10 @@ from ferry.repository.location import BasePath, ObjectStoreOptions, S3Url
 from ferry.repository.model_files import (
     LABEL_FILE_SUFFIX,
     MODEL_LEVEL_FILES,
+    POLLED_MODEL_FILES,
     is_model_level_file,
 )
-from ferry.repository.source import StoredVersion, VersionSource
+from ferry.repository.source import ModelFileTooLarge, StoredVersion, VersionSource
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class S3VersionSource(VersionSource):
         self.client = client if client is not None else s3_client(options.endpoint_url)
         self.cache = model_cache_dir(options.resolved_cache_dir(), url)
         self._model_files: dict[str, RemoteObject] = {}
+        # Model-level files read through `read_model_file`, by name: (ETag, content), so
+        # an unchanged file costs no GET per poll.
+        self._read_files: dict[str, tuple[str, bytes]] = {}
 
     def list_versions(self) -> dict[int, StoredVersion]:
         items: dict[int, list[tuple[str, int, str]]] = {}
@@ -155,6 +159,32 @@ class S3VersionSource(VersionSource):
                 if not any(entry.iterdir()):
                     entry.rmdir()
 
+    def read_model_file(self, name: str, max_bytes: int) -> bytes | None:
+        """As of the last listing (`list_versions`): its size is checked before the GET,
+        and the GET asks for the listed ETag, so the bytes are the listed object's."""
+        remote = self._model_files.get(name)
+        if remote is None:
+            self._read_files.pop(name, None)
+            return None
+        if remote.size > max_bytes:
+            raise ModelFileTooLarge(name, remote.size)
+        cached = self._read_files.get(name)
+        if cached is not None and cached[0] == remote.etag:
+            return cached[1]
+        key = self.url.key_prefix + name
+        try:
+            answer = self.client.get_object(
+                Bucket=self.url.bucket, Key=key, IfMatch=f'"{remote.etag}"'
+            )
+            with answer["Body"] as body:
+                content = body.read(max_bytes + 1)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise storage_error(exc, f"cannot read s3://{self.url.bucket}/{key}") from exc
+        if len(content) > max_bytes:
+            raise ModelFileTooLarge(name, len(content))
+        self._read_files[name] = (remote.etag, content)
+        return content
+
     def _download(self, key: str, target: Path) -> None:
         # TransferManager: concurrent ranged GETs for large objects, written to a temporary
         # name and renamed. (It accepts no IfMatch, so an object replaced between listing
@@ -166,9 +196,11 @@ class S3VersionSource(VersionSource):
 
     def _refresh_model_files(self) -> None:
         """Bring the cached model-level files in line with the last listing: they are
-        read when a version loads, as from a local model folder."""
+        read when a version loads, as from a local model folder. (The files the watcher
+        reads on every poll come through `read_model_file`, bounded, and are not cached.)"""
         cached_labels = {p.name for p in self.cache.glob(f"*{LABEL_FILE_SUFFIX}")}
-        for name in sorted({*MODEL_LEVEL_FILES, *self._model_files, *cached_labels}):
+        names = {*MODEL_LEVEL_FILES, *self._model_files, *cached_labels} - {*POLLED_MODEL_FILES}
+        for name in sorted(names):
             local = self.cache / name
             remote = self._model_files.get(name)
             if remote is None:

@@ -10,6 +10,7 @@ so whatever loads a version only ever sees local paths.
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ CACHE_DIR_NAME = ".ferry"
 
 # Object storage uses (key, size, ETag) instead: any value that changes with the content.
 Fingerprint = tuple[tuple[str, int, int | str], ...]
+
+
+class ModelFileTooLarge(ValueError):
+    """A model-level file is larger than its reader's bound; nothing of it was read."""
+
+    def __init__(self, name: str, size: int) -> None:
+        super().__init__(f"{name}: {size} bytes")
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,12 @@ class VersionSource(ABC):
         """A hint after each sync: local copies outside `keep` are no longer needed."""
         return None
 
+    @abstractmethod
+    def read_model_file(self, name: str, max_bytes: int) -> bytes | None:
+        """The content of the model-level file `name` (beside the version folders) as
+        it is now; None when there is none. Raises ModelFileTooLarge, before reading any
+        of it, when it holds more than `max_bytes`; storage errors propagate."""
+
 
 class LocalVersionSource(VersionSource):
     """Version folders `<base_path>/<int>/` on a local (or mounted) file system."""
@@ -77,6 +92,24 @@ class LocalVersionSource(VersionSource):
                 int(entry.name), version_dir, fingerprint(version_dir), self.base_path
             )
         return found
+
+    def read_model_file(self, name: str, max_bytes: int) -> bytes | None:
+        path = self.base_path / name
+        try:
+            # O_NONBLOCK: a FIFO under the name must not stall the watcher.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{path} is not a regular file")
+            if info.st_size > max_bytes:
+                raise ModelFileTooLarge(name, info.st_size)
+            content = file.read(max_bytes + 1)  # it may grow after the fstat
+        if len(content) > max_bytes:
+            raise ModelFileTooLarge(name, len(content))
+        return content
 
 
 def fingerprint(folder: Path) -> Fingerprint:

@@ -11,7 +11,8 @@ the manager sees them. Objects in a store appear whole, so their download runs d
 the settle window instead of after it; with `--s3_event_queue_url` the bucket's S3
 events (`s3_events.S3EventListener`) ask for a poll at once. Storage that cannot be
 read is reported in the model's status and retried with exponential backoff; the
-versions already loaded keep serving.
+versions already loaded keep serving. A model's version labels file (label_file.py) is
+read on every poll too, so labels move on every replica from one upload.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from ferry.errors import FerryError, StatusCode, StorageError
 from ferry.manager import ModelManager
 from ferry.model_config import ModelSpec
 from ferry.repository.catalog import ModelCatalog
+from ferry.repository.label_file import DEFAULT_MAX_VERSION_LABELS_FILE_BYTES, VersionLabelFiles
+from ferry.repository.layout import LayoutWarnings, model_folder_problem
 from ferry.repository.location import (
     S3_EXTRA_HINT,
     BasePath,
@@ -80,6 +84,7 @@ class RepositoryWatcher:
         poll_seconds: float,
         settle_seconds: float = 0.5,
         object_store: ObjectStoreOptions | None = None,
+        max_version_labels_file_bytes: int = DEFAULT_MAX_VERSION_LABELS_FILE_BYTES,
     ) -> None:
         self.catalog = catalog
         self.manager = manager
@@ -91,8 +96,14 @@ class RepositoryWatcher:
         # Remote sources hold a client and the last listing: one per base path, reused.
         self._remote_sources: dict[BasePath, VersionSource] = {}
         self._retries = RetrySchedule(poll_seconds)
+        self._version_labels = VersionLabelFiles(max_version_labels_file_bytes)
         self._last_specs: dict[str, ModelSpec] = {}
         self._disabled: set[str] = set()
+        # Model folders without versions, said once per change (ferry.repository.layout).
+        self._layout = LayoutWarnings()
+        # Models served from elsewhere than the catalog says (a V2 load with uploaded
+        # files: ferry.repository.uploads), by name; they may add names to the catalog's.
+        self._overrides: dict[str, ModelSpec] = {}
         self._stop = threading.Event()
         # Poll requests from APIs (config reload, model load/unload): a counter of finished
         # polls lets a caller wait for the first poll that started after its change.
@@ -128,6 +139,7 @@ class RepositoryWatcher:
         returns True once a poll with the new catalog has finished."""
         with self._wake:
             self.catalog = catalog
+            self._overrides.clear()
         return self.poll_now(timeout)
 
     def set_enabled(self, name: str, enabled: bool, timeout: float | None = None) -> bool:
@@ -140,9 +152,36 @@ class RepositoryWatcher:
                 self._disabled.add(name)
         return self.poll_now(timeout)
 
+    def override_model(
+        self, name: str, spec: ModelSpec | None, timeout: float | None = None
+    ) -> bool:
+        """Serve `name` from `spec` rather than from the catalog (None: from the catalog
+        again, or not at all if the catalog has no such model); True once a poll applied
+        it. A replaced catalog (a config reload) drops every override."""
+        with self._wake:
+            if spec is None:
+                self._overrides.pop(name, None)
+            else:
+                self._overrides[name] = spec
+        return self.poll_now(timeout)
+
+    def overridden(self, name: str) -> bool:
+        with self._wake:
+            return name in self._overrides
+
     def configured_models(self) -> list[ModelSpec]:
         """Every model of the catalog, served or disabled."""
+        return self._catalog_specs()
+
+    def catalog_models(self) -> list[ModelSpec]:
+        """The catalog's own models, without the overrides."""
         return self.catalog.current()
+
+    def _catalog_specs(self) -> list[ModelSpec]:
+        with self._wake:
+            overrides = dict(self._overrides)
+        specs = [overrides.pop(spec.name, spec) for spec in self.catalog.current()]
+        return specs + list(overrides.values())
 
     def is_enabled(self, name: str) -> bool:
         return name not in self._disabled
@@ -209,9 +248,7 @@ class RepositoryWatcher:
             return
         try:
             specs = {
-                spec.name: spec
-                for spec in self.catalog.current()
-                if spec.name not in self._disabled
+                spec.name: spec for spec in self._catalog_specs() if spec.name not in self._disabled
             }
         except Exception as exc:
             if isinstance(exc, StorageError):
@@ -263,7 +300,8 @@ class RepositoryWatcher:
                 self._report_error(spec, exc)
                 continue
             self._storage_ok(spec)
-            self.manager.sync(spec, local)
+            # The labels file is read after the listing, so on S3 it is the listed one.
+            self.manager.sync(self._version_labels.applied(spec, source), local)
             try:
                 source.retain(s.path for s in local.values())
             except OSError as exc:
@@ -311,10 +349,14 @@ class RepositoryWatcher:
         if not self._retries.due(spec.name):
             return None
         try:
-            stored = self._source(spec).list_versions()
+            source = self._source(spec)
+            stored = source.list_versions()
         except Exception as exc:
             self._report_error(spec, exc)
             return None
+        if not source.remote and isinstance(spec.base_path, Path):
+            problem = None if stored else model_folder_problem(spec.name, spec.base_path)
+            self._layout.report(f"model {spec.name}", problem)
         return stored
 
     def _storage_ok(self, spec: ModelSpec) -> None:
@@ -391,5 +433,6 @@ class RepositoryWatcher:
         }
 
     def _forget(self, name: str) -> None:
+        self._version_labels.forget(name)
         for key in [k for k in self._confirmed if k[0] == name]:
             del self._confirmed[key]

@@ -1,7 +1,7 @@
 """Importing a framework that is an optional extra of ferry.
 
 TensorFlow, LiteRT, PyTorch and scikit-learn are large and most deployments need one
-of them at most, so they are extras (`pip install 'ferry[tensorflow]'`). Runtimes
+of them at most, so they are extras (`pip install 'ferry-serve[tensorflow]'`). Runtimes
 import their framework in `load()` through `import_framework`, never at module level:
 `import ferry.runtimes` stays light, and a model whose framework is missing fails its
 own load with a message that names the extra, while every other model keeps serving.
@@ -14,6 +14,8 @@ import importlib.util
 import logging
 import sys
 from types import ModuleType
+
+from ferry.distribution import install_hint
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class MissingExtra(ImportError):
 
 
 def import_framework(module: str, extra: str, what: str) -> ModuleType:
-    """Import `module`, or raise MissingExtra naming `pip install 'ferry[extra]'`.
+    """Import `module`, or raise MissingExtra naming `pip install 'ferry-serve[extra]'`.
 
     `what` names the kind of model that needs it ("TensorFlow SavedModel"), so the load
     error in the model's status reads as an instruction rather than a stack trace.
@@ -44,7 +46,7 @@ def import_framework(module: str, extra: str, what: str) -> ModuleType:
     except ImportError as exc:
         raise MissingExtra(
             f"{what} models need the Python package '{module.split('.')[0]}', which cannot "
-            f"be imported ({exc}); install it with: pip install 'ferry[{extra}]'"
+            f"be imported ({exc}); install it with: {install_hint(extra)}"
         ) from exc
 
 

@@ -57,7 +57,7 @@ _PYTHON_CALLBACK_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
 def import_tensorflow(what: str = "TensorFlow SavedModel") -> ModuleType:
-    """TensorFlow, or a MissingExtra naming `ferry[tensorflow]`. Quiets TF's C++ start-up
+    """TensorFlow, or a MissingExtra naming `ferry-serve[tensorflow]`. Quiets TF's C++ start-up
     chatter (CUDA probing) unless the user asked for it, since ferry logs its own lines."""
     import os
 
@@ -347,8 +347,15 @@ def configure_threads(tf: ModuleType, options: RuntimeOptions) -> None:
                 tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_threads)
             if options.inter_op_threads:
                 tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_threads)
-        except RuntimeError as exc:  # TF already initialised its pools in this process
-            log.warning("TensorFlow thread settings not applied: %s", exc)
+        except RuntimeError:
+            # TF sizes its pools when it first runs anything; in `ferry save` the user's
+            # model already ran before the check load, and a server only gets here if
+            # something ran TF before its first model. Nothing is wrong with the model,
+            # so this is no warning (it was one, and read like a failure).
+            log.info(
+                "TensorFlow already ran in this process, so it keeps its thread pools; "
+                "--intra_op_threads/--inter_op_threads apply only when set before that"
+            )
 
 
 def run_in_fixed_batches(

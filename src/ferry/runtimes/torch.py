@@ -56,7 +56,7 @@ _interop_configured = False
 
 
 def import_torch(options: RuntimeOptions | None = None) -> Any:
-    """torch, or MissingExtra naming `pip install 'ferry[torch]'`.
+    """torch, or MissingExtra naming `pip install 'ferry-serve[torch]'`.
 
     Unless `--allow_spinning`, OpenMP's idle threads are told to sleep rather than spin
     (`OMP_WAIT_POLICY=PASSIVE`, read once when torch's OpenMP runtime starts, so it is set
