@@ -1,7 +1,7 @@
 """Wires storage, manager, protocols and metrics into one server process.
 
 One asyncio event loop (uvloop) serves HTTP through uvicorn with the httptools
-parser (chosen by measurement: see the README; ferry.protocols.http_limits adds head
+parser (chosen by measurement: see docs/serving.md; ferry.protocols.http_limits adds head
 limits, read deadlines and a connection limit) and gRPC through grpc.aio, so
 requests of every protocol meet in the same batch queues. Model runs happen on
 the batch queues' worker threads, never on the event loop. SIGTERM/SIGINT stop

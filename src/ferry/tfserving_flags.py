@@ -201,7 +201,7 @@ def tfserving_flag_options(command: F) -> F:
 
     The values do not become parameters of the command: each given flag is recorded in
     the click context, for `given_flags` and `resolve`. Flags that ferry ignores are
-    hidden from `--help` (the README and docs/tfserving_flags.md list them)."""
+    hidden from `--help` (docs/tfserving_flags.md lists them)."""
     for flag in reversed(FLAGS):
         option_kwargs: dict[str, Any] = {
             "type": _CLICK_TYPES[flag.kind],

@@ -152,5 +152,5 @@ class TestSklearn:
     ) -> None:
         model = LogisticRegression(max_iter=1000).fit(*iris)
         monkeypatch.setitem(sys.modules, "skl2onnx", None)
-        with pytest.raises(MissingExtra, match=r"pip install 'ferry\[sklearn\]'"):
+        with pytest.raises(MissingExtra, match=r"pip install 'ferry-serve\[sklearn\]'"):
             ferry.save(model, tmp_path / "m")

@@ -107,5 +107,5 @@ def test_interpreter_pool_runs_threads_in_parallel_safely(repo: dict) -> None:
 def test_missing_litert_names_the_extra(repo: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     runtime = runtime_for(repo["file"].parent, RuntimeOptions())
-    with pytest.raises(MissingExtra, match=r"pip install 'ferry\[tflite\]'"):
+    with pytest.raises(MissingExtra, match=r"pip install 'ferry-serve\[tflite\]'"):
         runtime.load()

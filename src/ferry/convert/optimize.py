@@ -9,7 +9,7 @@ it copied into a staging folder beside the versions, its signature recorded, and
 staging folder renamed into place: a polling server sees the whole new version or
 nothing, exactly as with `ferry save`.
 
-Precisions (onnxruntime's tools; see the README for when to use which):
+Precisions (onnxruntime's tools; docs/commands.md says when to use which):
 
 * `fp16`: onnxruntime's float16 converter with `keep_io_types`, so the signature keeps
   float32 inputs and outputs and clients need no change;

@@ -7,7 +7,7 @@ the model's dtypes, shapes checked, errors that say what the model expects.
 
 This package imports numpy, the standard library and the one runtime the model needs,
 and nothing else of ferry (no server, no protocols, no web or gRPC stack, no training
-framework), so it installs small (`pip install ferry-edge`, see the README) and copies
+framework), so it installs small (`pip install ferry-edge`, see docs/edge.md) and copies
 into a bundle (`ferry edge bundle`) as it is. Keep every import here relative.
 """
 

@@ -18,7 +18,7 @@ SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 SEQUENCE_UNSUPPORTED = (
     "Sequence batching is not supported by ferry: the request sets {given}, but ferry "
     "serves every request on its own and keeps no state between the requests of a "
-    "sequence (see the README's unimplemented Triton features)"
+    "sequence (see docs/v2.md, what is not implemented)"
 )
 
 
