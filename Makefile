@@ -12,6 +12,15 @@ PORT ?= 8501
 .PHONY: serve test bench bench-quant bench-frameworks bench-deploy bench-cluster cluster-tools \
 	perf-analyzer lint protos clean wheel wheel-check
 
+# Debian packages the tests use (a browser, a load balancer, a load generator): installed
+# as root or with sudo, refreshing the package lists once if they are stale. Never fatal:
+# a test whose tool is missing says so.
+APT_INSTALL = sh -c 'export DEBIAN_FRONTEND=noninteractive; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	$$sudo apt-get install -y -qq "$$@" >/dev/null 2>&1 || \
+	{ $$sudo apt-get update -qq >/dev/null 2>&1 && $$sudo apt-get install -y -qq "$$@" >/dev/null 2>&1; } || \
+	echo "could not install $$*; the tests that need it will say so"' apt-install
+
 SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
 
@@ -38,8 +47,7 @@ serve: $(SERVE_STAMP)
 test: $(TEST_STAMP) cluster-tools
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(echo "installing chromium and chromium-driver (Debian packages, for the status page test)"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
-		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+		$(APT_INSTALL) chromium chromium-driver)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
@@ -84,11 +92,8 @@ bench-deploy: $(TEST_STAMP)
 # without root (no network namespaces) the tests skip, so a failed install is no error here.
 cluster-tools:
 	@command -v haproxy >/dev/null || (echo "installing haproxy (Debian package)"; \
-		apt-get install -y -qq haproxy >/dev/null 2>&1 || \
-		sudo -n apt-get install -y -qq haproxy >/dev/null 2>&1 || true)
-	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; \
-		apt-get install -y -qq wrk >/dev/null 2>&1 || \
-		sudo -n apt-get install -y -qq wrk >/dev/null 2>&1 || true)
+		$(APT_INSTALL) haproxy)
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; $(APT_INSTALL) wrk)
 
 # Three replicas in network namespaces behind HAProxy, sharing moto's S3 with SQS events:
 # throughput at 1-3 replicas, failed requests on replica loss and rolling restarts, time
