@@ -40,10 +40,9 @@ def _offset_graph(offset: float) -> tuple[tf.Tensor, tf.Tensor]:
     return x, y
 
 
-def save_two_meta_graphs(path: Path) -> None:
-    """One SavedModel, two meta graphs: tagged `serve` (y = x + 1) and `serve,alt`
-    (y = x + 10), each with its own variables' values restored from its own save."""
-    predict = v1.saved_model.signature_constants.PREDICT_METHOD_NAME
+def _builder_with_offset_graph(path: Path, method: str) -> object:
+    """A SavedModelBuilder holding y = x + 1 (a variable `offset`) tagged `serve`, behind a
+    `serving_default` signature of `method`; the caller may add meta graphs, then saves."""
     builder = v1.saved_model.builder.SavedModelBuilder(str(path))
     with v1.Session(graph=tf.Graph()) as session:
         x, y = _offset_graph(SERVE_OFFSET)
@@ -51,10 +50,18 @@ def save_two_meta_graphs(path: Path) -> None:
         builder.add_meta_graph_and_variables(
             session,
             [SERVE],
-            signature_def_map={"serving_default": _predict_signature(x, y, predict)},
+            signature_def_map={"serving_default": _predict_signature(x, y, method)},
         )
-    # The second meta graph shares the variables' checkpoint, so its offset is a constant.
-    with v1.Session(graph=tf.Graph()) as session:
+    return builder
+
+
+def save_two_meta_graphs(path: Path) -> None:
+    """One SavedModel, two meta graphs: tagged `serve` (y = x + 1) and `serve,alt`
+    (y = x + 10). They share one variables checkpoint, so the second one's offset is a
+    constant beside the restored variable."""
+    predict = v1.saved_model.signature_constants.PREDICT_METHOD_NAME
+    builder = _builder_with_offset_graph(path, predict)
+    with v1.Session(graph=tf.Graph()):
         x = v1.placeholder(tf.float32, [None], name="x")
         v1.Variable(SERVE_OFFSET, name="offset")
         y = tf.identity(x + ALT_OFFSET, name="y")
@@ -67,16 +74,7 @@ def save_two_meta_graphs(path: Path) -> None:
 
 def save_custom_method(path: Path) -> None:
     """y = x + 1 behind a signature whose method name is none of TF Serving's three."""
-    builder = v1.saved_model.builder.SavedModelBuilder(str(path))
-    with v1.Session(graph=tf.Graph()) as session:
-        x, y = _offset_graph(SERVE_OFFSET)
-        session.run(v1.global_variables_initializer())
-        builder.add_meta_graph_and_variables(
-            session,
-            [SERVE],
-            signature_def_map={"serving_default": _predict_signature(x, y, CUSTOM_METHOD)},
-        )
-    builder.save()
+    _builder_with_offset_graph(path, CUSTOM_METHOD).save()
 
 
 class _Scale(tf.Module):
