@@ -347,14 +347,57 @@ def latency_ms(
     seconds: float = 0.3,
 ) -> float:
     """Median milliseconds of `run(inputs)`, repeated for about `seconds` after a warm-up."""
+    return paired_latency_ms([run], inputs, seconds)[0]
+
+
+def paired_latency_ms(
+    runs: list[Callable[[dict[str, np.ndarray]], Any]],
+    inputs: dict[str, np.ndarray],
+    seconds: float = 0.3,
+) -> list[float]:
+    """Median milliseconds per call of each of `runs` on `inputs`, measured in turns for
+    about `seconds` each after a warm-up; NaN for a run that fails on these inputs.
+
+    In turns, because on a shared machine the load drifts by 10 % and more within a
+    second: timed one after the other, two equal models differ by that drift, and a
+    gate on their ratio refuses by chance. Each sample times a group of calls lasting
+    about `GROUP_SECONDS`, because a model of a few microseconds is otherwise measured
+    at the timer's and the scheduler's resolution."""
+    working: list[int] = []
+    for index, run in enumerate(runs):
+        try:
+            run(inputs)
+            working.append(index)
+        except Exception:
+            continue
+    results = [float("nan")] * len(runs)
+    if not working:
+        return results
+    group = {index: _group_size(runs[index], inputs) for index in working}
+    times: dict[int, list[float]] = {index: [] for index in working}
+    deadline = time.perf_counter() + seconds * len(working)
+    while time.perf_counter() < deadline or len(times[working[-1]]) < 5:
+        for index in working:
+            run, calls = runs[index], group[index]
+            start = time.perf_counter()
+            for _ in range(calls):
+                run(inputs)
+            times[index].append((time.perf_counter() - start) / calls)
+    for index in working:
+        results[index] = statistics.median(times[index]) * 1000
+    return results
+
+
+# How long one timed sample lasts at least (see paired_latency_ms).
+GROUP_SECONDS = 0.002
+
+
+def _group_size(run: Callable[[dict[str, np.ndarray]], Any], inputs: dict[str, np.ndarray]) -> int:
+    """How many calls of `run` last about GROUP_SECONDS (at least one)."""
+    start = time.perf_counter()
     run(inputs)
-    times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        start = time.perf_counter()
-        run(inputs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    once = time.perf_counter() - start
+    return max(1, min(1000, int(GROUP_SECONDS / max(once, 1e-7))))
 
 
 def rows_of(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
@@ -395,18 +438,21 @@ def compare(
         for key, parts in first.items():
             predicted = np.concatenate(parts).reshape(len(labels), -1).argmax(axis=1)
             accuracies[key] = float(np.mean(predicted == labels))
-    reports = []
     probe = batches[0]
-    for key, sess, path in (("original", before, original), ("candidate", after, candidate)):
 
-        def run(inputs: dict[str, np.ndarray], sess: ort.InferenceSession = sess) -> Any:
-            return sess.run(names, inputs)
+    def runner(sess: ort.InferenceSession) -> Callable[[dict[str, np.ndarray]], Any]:
+        return lambda inputs: sess.run(names, inputs)
 
+    timed = [runner(before), runner(after)]
+    batch1 = paired_latency_ms(timed, rows_of(probe, 1), latency_seconds)
+    batch64 = paired_latency_ms(timed, rows_of(probe, 64), latency_seconds)
+    reports = []
+    for index, (key, path) in enumerate((("original", original), ("candidate", candidate))):
         report = VariantReport(
             label=key if key == "original" else candidate_label,
             size_bytes=path.stat().st_size,
-            latency_ms_batch1=_latency_or_nan(run, probe, 1, latency_seconds),
-            latency_ms_batch64=_latency_or_nan(run, probe, 64, latency_seconds),
+            latency_ms_batch1=batch1[index],
+            latency_ms_batch64=batch64[index],
             accuracy=accuracies[key],
         )
         if key == "candidate":
@@ -414,19 +460,6 @@ def compare(
             report.mean_abs_diff = total_diff / count if count else 0.0
         reports.append(report)
     return reports[0], reports[1]
-
-
-def _latency_or_nan(
-    run: Callable[[dict[str, np.ndarray]], Any],
-    probe: dict[str, np.ndarray],
-    rows: int,
-    seconds: float,
-) -> float:
-    """NaN where the model does not take `rows` rows (a fixed batch dimension)."""
-    try:
-        return latency_ms(run, rows_of(probe, rows), seconds)
-    except Exception:
-        return float("nan")
 
 
 def check_gates(

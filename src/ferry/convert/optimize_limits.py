@@ -5,8 +5,8 @@ cheaply (the command's `--help` shows them; the gate in ferry.convert.optimize u
 from __future__ import annotations
 
 # `--max-slowdown`: how much slower (percent, at any measured batch size) a candidate may
-# be than its source. Not 0: the two models are timed one after the other (0.3 s medians
-# each), and on a shared machine the load changes between them by 10 % and more; a gate
+# be than its source. Not 0: the two models are timed in turns (0.3 s medians each, see
+# paired_latency_ms), yet on a shared machine the load still moves them by up to 10 %; a gate
 # that refuses by chance would be switched off with --force. The regressions it is for
 # are 2x (int8 on a model of tiny weights, fp16 on CPU).
 DEFAULT_MAX_SLOWDOWN_PERCENT = 20.0
