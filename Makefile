@@ -10,7 +10,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8501
 
 .PHONY: serve test bench bench-quant bench-frameworks bench-deploy bench-cluster cluster-tools \
-	perf-analyzer lint protos clean wheel wheel-check
+	perf-analyzer lint protos docs clean wheel wheel-check
 
 # Debian packages the tests use (a browser, a load balancer, a load generator): installed
 # as root or with sudo, refreshing the package lists once if they are stale. Never fatal:
@@ -40,15 +40,29 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@ $(SERVE_STAMP)
 
-serve: $(SERVE_STAMP)
+# The Rust data plane (rust/, `ferry serve --dataplane rust`; docs/dataplane.md) as the
+# module ferry._dataplane, built where cargo is; without cargo ferry serves with its
+# Python front and the tests of the Rust front say why they skip.
+DATAPLANE := src/ferry/_dataplane.abi3.so
+CARGO_FLAGS := --quiet --manifest-path rust/Cargo.toml
+$(DATAPLANE): rust/Cargo.toml rust/Cargo.lock $(wildcard rust/src/*.rs)
+	@if command -v cargo >/dev/null; then \
+		echo "building the Rust data plane (cargo build --release; a minute or two the first time)"; \
+		cargo build $(CARGO_FLAGS) --release --features extension-module && \
+		cp rust/target/release/lib_dataplane.so $@; \
+	else echo "cargo not found: the Rust data plane is not built (--dataplane python serves)"; fi
+
+serve: $(SERVE_STAMP) $(DATAPLANE)
 	$(BIN)/ferry examples $(MODELS)
 	$(BIN)/ferry serve $(MODELS) --host $(HOST) --rest_api_port $(PORT)
 
-test: $(TEST_STAMP) cluster-tools
+test: $(TEST_STAMP) cluster-tools $(DATAPLANE)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(echo "installing chromium and chromium-driver (Debian packages, for the status page test)"; \
 		$(APT_INSTALL) chromium chromium-driver)
 	$(BIN)/ruff check src tests benchmarks
+	@if command -v cargo >/dev/null; then \
+		cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings && cargo test $(CARGO_FLAGS); fi
 	$(BIN)/python -m pytest -q
 
 bench: $(TEST_STAMP)
@@ -103,12 +117,17 @@ bench-cluster: $(TEST_STAMP) cluster-tools
 	$(BIN)/python benchmarks/cluster.py $(if $(QUICK),--quick)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src
 
 # Regenerate the descriptor set after editing a .proto file (tests check it is current).
 protos: $(TEST_STAMP)
 	$(BIN)/python -m ferry.protos.build
+
+# Regenerate the reference sections of docs/ (every verb and flag, HTTP endpoint and gRPC
+# method) after changing a flag, a route or a proto (tests/test_generated_docs.py checks).
+docs: $(SERVE_STAMP)
+	$(BIN)/python docs/generate.py
 
 # The wheel users install (dist/ferry_serve-VERSION-py3-none-any.whl).
 wheel: $(SERVE_STAMP)
@@ -134,4 +153,4 @@ wheel-check: wheel
 	rm -rf $(WHEEL_VENV)
 
 clean:
-	rm -rf $(VENV) $(MODELS) .pytest_cache $(WHEEL_VENV) dist build
+	rm -rf $(VENV) $(MODELS) .pytest_cache $(WHEEL_VENV) dist build rust/target $(DATAPLANE)

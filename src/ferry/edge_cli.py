@@ -29,11 +29,14 @@ def edge() -> None:
 def predict(model: Path, input_path: Path) -> None:
     """Run MODEL (.tflite, .ort, .onnx, or a bundle folder) on the inputs; prints JSON."""
     import ferry.edge
+    from ferry.cli_progress import working
 
     try:
-        loaded = ferry.edge.load(model)
-        inputs = ferry.edge.read_inputs(input_path, loaded.input_names)
-        outputs = loaded.predict(inputs)
+        # Loading imports the runtime (TensorFlow's for some .tflite files: seconds).
+        with working(f"loading {model} and running it on {input_path}"):
+            loaded = ferry.edge.load(model)
+            inputs = ferry.edge.read_inputs(input_path, loaded.input_names)
+            outputs = loaded.predict(inputs)
     except (ValueError, ImportError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(ferry.edge.outputs_document(outputs)))
@@ -50,10 +53,12 @@ def predict(model: Path, input_path: Path) -> None:
 )
 def bundle(model: Path, output: Path) -> None:
     """Write a folder to copy to a device: the model, signature.json, ferry_edge/ and run.py."""
+    from ferry.cli_progress import working
     from ferry.edge.bundle import write_bundle
 
     try:
-        written = write_bundle(model, output)
+        with working(f"loading {model} and bundling it into {output}"):
+            written = write_bundle(model, output)
     except (ValueError, ImportError, FileNotFoundError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {written} (run: python {written / 'run.py'} INPUTS.npy)")

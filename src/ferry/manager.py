@@ -47,6 +47,7 @@ from ferry.served_version import ServedVersion, VersionState
 from ferry.tensors import DEFAULT_SIGNATURE
 from ferry.tfserving_messages import LABEL_VERSION_UNAVAILABLE
 from ferry.triton_config import (
+    TritonConfigLimits,
     TritonModelConfig,
     build_config,
     config_fingerprint,
@@ -131,6 +132,9 @@ class ManagerOptions:
     # TF Serving's --allow_version_labels_for_unavailable_models: a label not yet in force
     # may name a version that is not AVAILABLE (see `_assign_labels`).
     allow_version_labels_for_unavailable_models: bool = False
+    # --max_triton_config_bytes, --max_triton_label_file_bytes: what a Triton config (a
+    # config.pbtxt or a load request's override) may make ferry read.
+    triton_limits: TritonConfigLimits = field(default_factory=TritonConfigLimits)
 
 
 class ModelManager:
@@ -394,7 +398,13 @@ class ModelManager:
                 if not reloading:
                     record.state = VersionState.END
             self.metrics.load_failures.labels(name).inc()
-            log.error("model %s: version %d failed to load: %s", name, version, message)
+            log.error(
+                "model %s: version %d failed to load after %.2fs: %s",
+                name,
+                version,
+                time.monotonic() - started,
+                message,
+            )
             return
         seconds = time.monotonic() - started
         with self._lock:
@@ -472,12 +482,21 @@ class ModelManager:
         with self._lock:
             override = self._config_overrides.get(name)
         if override is None:
-            return read_model_config(stored.model_dir, name)
+            return read_model_config(stored.model_dir, name, self.options.triton_limits)
         key = (override[0], stored.model_dir)
         built = self._built_overrides.get(name)
         if built is None or built[0] != key:
             # Built once per override and folder, so its warnings are logged once.
-            built = (key, build_config(override[1], name, stored.model_dir, "config override"))
+            built = (
+                key,
+                build_config(
+                    override[1],
+                    name,
+                    stored.model_dir,
+                    "config override",
+                    self.options.triton_limits,
+                ),
+            )
             self._built_overrides[name] = built
         return built[1]
 

@@ -8,17 +8,13 @@ without making them parameters of it, and `observability_options` reads them bac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import click
 
 from ferry.distribution import install_hint
+from ferry.flag_groups import BOOL_FLAG, FlagGroup, FlagSpec
 from ferry.logging_setup import LOG_FORMATS
 from ferry.tracing import OTEL_EXTRA_HINT, OTLP_ENDPOINT_ENV, endpoint_from, otel_installed
-
-F = TypeVar("F")
-_META_KEY = "ferry.observability_flags"
-_BOOL = {"type": click.BOOL, "is_flag": False, "flag_value": True}
 
 
 @dataclass(frozen=True)
@@ -30,7 +26,7 @@ class ObservabilityOptions:
     otlp_endpoint: str | None = None  # None: no traces, OpenTelemetry not even imported
 
 
-_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+_OPTIONS: list[FlagSpec] = [
     (
         ("--log_format",),
         {
@@ -44,7 +40,7 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--access_log",),
         {
-            **_BOOL,
+            **BOOL_FLAG,
             "default": False,
             "show_default": True,
             "help": "Log one line per HTTP request (method, path, status, duration, bytes, "
@@ -64,22 +60,15 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def observability_flag_options(command: F) -> F:
-    """Add the flags to a click command (values go to the context, for `observability_options`)."""
-    for names, kwargs in reversed(_OPTIONS):
-        command = click.option(*names, expose_value=False, callback=_record, **kwargs)(command)
-    return command
-
-
-def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_META_KEY, {})[param.name] = value
-    return value
+_GROUP = FlagGroup("ferry.observability_flags", _OPTIONS)
+# Adds the flags to a click command (values go to the context, for `observability_options`).
+observability_flag_options = _GROUP.add_to
 
 
 def observability_options(ctx: click.Context) -> ObservabilityOptions:
     """The options the command line (and $OTEL_EXPORTER_OTLP_ENDPOINT) gave; a usage error
     when traces are asked for without the otel extra installed."""
-    given = ctx.meta.get(_META_KEY, {})
+    given = _GROUP.given(ctx)
     endpoint = endpoint_from(given.get("otlp_endpoint"))
     if endpoint is not None and not otel_installed():
         raise click.UsageError(OTEL_EXTRA_HINT)

@@ -18,14 +18,12 @@ import enum
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from ferry.flag_groups import FlagGroup, FlagSpec
 from ferry.tfserving_flags import GrpcTls
 
-F = TypeVar("F")
-_META_KEY = "ferry.rest_tls"
 CERTFILE_FLAG = "--ssl_certfile"
 # HTTP/1.1 only: ferry's REST protocol is uvicorn's httptools one. Announcing it by ALPN
 # keeps clients that would try h2 first from doing so.
@@ -115,7 +113,7 @@ def grpc_tls_for(ssl_config_file_tls: GrpcTls | None, rest: RestTls | None) -> G
     return rest.grpc_tls() if rest is not None else None
 
 
-_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+_OPTIONS: list[FlagSpec] = [
     (
         (CERTFILE_FLAG,),
         {
@@ -153,22 +151,15 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def rest_tls_flag_options(command: F) -> F:
-    """Add the flags to a click command (their values go to the context, for `resolve`)."""
-    for names, kwargs in reversed(_OPTIONS):
-        command = click.option(*names, expose_value=False, callback=_record, **kwargs)(command)
-    return command
-
-
-def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_META_KEY, {})[param.name] = value
-    return value
+_GROUP = FlagGroup("ferry.rest_tls", _OPTIONS)
+# Adds the flags to a click command (their values go to the context, for `resolve`).
+rest_tls_flag_options = _GROUP.add_to
 
 
 def resolve(ctx: click.Context, sagemaker: bool = False) -> RestTls | None:
     """The HTTPS settings the command line gave (None: plain HTTP), checked now so a
     wrong file or combination stops start-up with a one-line error."""
-    given = ctx.meta.get(_META_KEY, {})
+    given = _GROUP.given(ctx)
     certfile, keyfile = given.get("ssl_certfile"), given.get("ssl_keyfile")
     ca_certs = given.get("ssl_ca_certs")
     mode = ClientCertificate(given.get("ssl_client_cert") or ClientCertificate.NONE.value)

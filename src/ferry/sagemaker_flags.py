@@ -9,13 +9,12 @@ with the container's environment, into the settings of
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from ferry.flag_groups import BOOL_FLAG, FlagGroup, FlagSpec
 from ferry.protocols.sagemaker_handlers import RequirementsOptions
 from ferry.protocols.sagemaker_mme import MULTI_MODEL_ENV, MultiModelOptions, multi_model_enabled
 from ferry.protocols.sagemaker_requirements import (
@@ -28,23 +27,15 @@ from ferry.repository.location import BasePath, ObjectStoreOptions, parse_base_p
 from ferry.repository.mme_cache import MAX_BYTES_FLAG, MAX_MODELS_FLAG, CacheLimits
 from ferry.repository.sagemaker_catalog import DEFAULT_MULTI_MODEL_DIR
 
-F = TypeVar("F", bound=Callable[..., Any])
-_META_KEY = "ferry.sagemaker_flags"
 # Without --max_loaded_models_bytes, loaded models' files may take this share of memory.
 AUTO_MEMORY_SHARE = 0.5
 
 
-def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_META_KEY, {})[param.name] = value
-    return value
-
-
-_BOOL = {"type": click.BOOL, "is_flag": False, "flag_value": True}
-_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+_OPTIONS: list[FlagSpec] = [
     (
         REQUIREMENTS_FLAG,
         {
-            **_BOOL,
+            **BOOL_FLAG,
             "default": False,
             "help": "Install code/requirements.txt at start-up (pip runs the packages' "
             f"code); with --sagemaker also ${REQUIREMENTS_ENV}=true.",
@@ -56,13 +47,13 @@ _OPTIONS: list[tuple[str, dict[str, Any]]] = [
             "type": click.FloatRange(min=1),
             "default": DEFAULT_TIMEOUT_SECONDS,
             "show_default": True,
-            "help": "How long pip may take for code/requirements.txt.",
+            "help": "How long pip may take for code/requirements.txt; past it, start-up fails.",
         },
     ),
     (
         "--multi_model",
         {
-            **_BOOL,
+            **BOOL_FLAG,
             "default": None,
             "help": "A SageMaker multi-model endpoint (with --sagemaker; default: "
             f"${MULTI_MODEL_ENV}): the MME API, TargetModel, models loaded on demand.",
@@ -109,11 +100,9 @@ _OPTIONS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def sagemaker_flag_options(command: F) -> F:
-    """Add the flags above to a click command, recorded for `resolve`."""
-    for name, kwargs in reversed(_OPTIONS):
-        command = click.option(name, expose_value=False, callback=_record, **kwargs)(command)
-    return command
+_GROUP = FlagGroup("ferry.sagemaker_flags", _OPTIONS)
+# Adds the flags above to a click command, recorded for `resolve`.
+sagemaker_flag_options = _GROUP.add_to
 
 
 @dataclass(frozen=True)
@@ -130,7 +119,7 @@ def resolve(
 ) -> SageMakerExtras:
     """The flags' settings; `sagemaker` adds the container's environment (the operator
     there). Raises click.UsageError for a bad value."""
-    given = dict(ctx.meta.get(_META_KEY, {}))
+    given = _GROUP.given(ctx)
     allow = bool(given.get("allow_requirements"))
     if sagemaker and os.environ.get(REQUIREMENTS_ENV, "").strip().lower() == "true":
         allow = True

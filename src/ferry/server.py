@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from ferry.auth.keys import KeyStore
 from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
+from ferry.dataplane.flags import Dataplane, DataplaneOptions
 from ferry.errors import FerryError, ListenError
 from ferry.grpc_listen import grpc_addresses, grpc_server_arguments, grpc_tls_credentials
 from ferry.inference import InferenceService
@@ -46,6 +47,8 @@ from ferry.protocols.http_util import Receive, Scope, Send
 from ferry.protocols.https_accept import https_protocol
 from ferry.protocols.openapi import OpenApi
 from ferry.protocols.request_log import GrpcRequestId, RequestIdApp
+from ferry.protocols.response_encoding import ResponseCompression
+from ferry.protocols.rest_answers import error_parts
 from ferry.protocols.sagemaker import INVOCATIONS_PATH, SageMakerInvocations, SageMakerOptions
 from ferry.protocols.sagemaker_handlers import LoopbackAddress
 from ferry.protocols.sagemaker_mme import MODELS_PREFIX, MultiModelEndpoint, MultiModelOptions
@@ -53,7 +56,7 @@ from ferry.protocols.sagemaker_proxy import TfsProxyPath
 from ferry.protocols.sagemaker_runtime import RUNTIME_PREFIX, SageMakerRuntime
 from ferry.protocols.shared_memory import SharedMemoryRegistry
 from ferry.protocols.tfserving_grpc import TFServingGrpc
-from ferry.protocols.tfserving_rest import TFServingRest, error_parts
+from ferry.protocols.tfserving_rest import TFServingRest
 from ferry.protocols.v2_extension_flags import V2ExtensionOptions
 from ferry.protocols.v2_grpc import V2Grpc
 from ferry.protocols.v2_models import V2Models
@@ -149,6 +152,8 @@ class ServerOptions:
     enable_grpc_healthcheck_service: bool = False
     # Triton's shared memory and streaming limits (ferry.protocols.v2_extension_flags).
     v2_extensions: V2ExtensionOptions = field(default_factory=V2ExtensionOptions)
+    # `--http_response_compression` and companions (ferry.protocols.response_encoding).
+    response_compression: ResponseCompression = field(default_factory=ResponseCompression)
     # `--sagemaker` with SAGEMAKER_MULTI_MODEL=true: the MME API (ferry.protocols.sagemaker_mme).
     multi_model: MultiModelOptions | None = None
     # `--enable_signature_method_name_check`: signatures must declare the method called.
@@ -160,6 +165,8 @@ class ServerOptions:
     ready_when: ReadyWhen = ReadyWhen.ALL
     # `--log_format`, `--access_log`, `--otlp_endpoint` (ferry.observability_flags).
     observability: ObservabilityOptions = field(default_factory=ObservabilityOptions)
+    # `--dataplane python|rust`: who owns the REST socket (ferry.dataplane).
+    dataplane: DataplaneOptions = field(default_factory=DataplaneOptions)
 
 
 class FerryServer:
@@ -231,7 +238,13 @@ class FerryServer:
             self.request_limits,
             check_method_names=self.options.enable_signature_method_name_check,
         )
-        v2 = V2Rest(self._v2_models(), self.inference, self.request_limits, self.shared_memory)
+        v2 = V2Rest(
+            self._v2_models(),
+            self.inference,
+            self.request_limits,
+            self.shared_memory,
+            self.options.response_compression,
+        )
 
         async def prometheus(request: Request) -> Response:
             return Response(self.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
@@ -435,6 +448,12 @@ class FerryServer:
                 grace = self.options.manager.drain_timeout_seconds
                 grpc_stopped = loop.create_task(grpc_server.stop(grace))
 
+        if self.options.dataplane.kind is Dataplane.RUST:
+            try:
+                await self._serve_rust_front(http_limits, on_signal)
+            finally:
+                await self._finish(on_signal, lambda: grpc_stopped)
+            return
         config = uvicorn.Config(
             self.app,
             host=self.options.host,
@@ -478,14 +497,79 @@ class FerryServer:
                 "--rest_api_port sets the port)"
             ) from None
         finally:
+            await self._finish(on_signal, lambda: grpc_stopped)
+
+    async def _finish(
+        self, on_signal: Callable[[], None], grpc_stopped: Callable[[], asyncio.Task | None]
+    ) -> None:
+        """After the REST listener has stopped: gRPC's drain, the models, the traces."""
+        on_signal()
+        stopping = grpc_stopped()
+        if stopping is not None:
+            await stopping
+        log.info("draining: unloading models")
+        await asyncio.to_thread(self._stop_models)
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes the queued spans
+        log.info("stopped")
+
+    async def _serve_rust_front(
+        self, http_limits: HttpLimits, on_signal: Callable[[], None]
+    ) -> None:
+        """Serve REST through the Rust front (ferry.dataplane.front) until SIGTERM/SIGINT,
+        with the same drain as uvicorn's path: the first signal with a drain grace turns
+        readiness off; the grace's end (or a second signal) stops accepting, and requests
+        in flight get the drain timeout to finish."""
+        from ferry.dataplane.front import RustHttpFront
+
+        if self.options.rest_tls is not None:
+            raise FerryError(
+                "--dataplane rust does not serve HTTPS yet; with --ssl_certfile use "
+                "--dataplane python (docs/dataplane.md)"
+            )
+        front = RustHttpFront(
+            self.app,
+            self.options.host,
+            self.options.rest_api_port,
+            http_limits,
+            self.options.max_request_bytes,
+            self.options.dataplane.thread_count(),
+        )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        grace: asyncio.TimerHandle | None = None
+
+        def on_exit() -> None:
+            nonlocal grace
+            if self.options.drain_grace_seconds > 0 and grace is None:
+                self._shutting_down.set()
+                grace = loop.call_later(self.options.drain_grace_seconds, stop.set)
+                log.info(
+                    "not ready; draining in %.1fs (--drain_grace_seconds)",
+                    self.options.drain_grace_seconds,
+                )
+                return
+            stop.set()
+
+        handled = (signal.SIGINT, signal.SIGTERM)
+        for sig in handled:
+            loop.add_signal_handler(sig, on_exit)
+        front.start()
+        log.info(
+            "REST API on http://%s:%d (the Rust front, %d threads)",
+            self.options.host,
+            front.port,
+            self.options.dataplane.thread_count(),
+        )
+        try:
+            await stop.wait()
+            self._shutting_down.set()
             on_signal()
-            if grpc_stopped is not None:
-                await grpc_stopped
-            log.info("draining: unloading models")
-            await asyncio.to_thread(self._stop_models)
-            if self.tracer is not None:
-                await asyncio.to_thread(self.tracer.shutdown)  # flushes the queued spans
-            log.info("stopped")
+            await front.drain(self.options.manager.drain_timeout_seconds)
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            front.stop()
 
     def _stop_models(self) -> None:
         self.watcher.stop()

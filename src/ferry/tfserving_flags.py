@@ -17,14 +17,14 @@ Booleans take TF Serving's forms: `--flag`, `--flag=true`, `--flag=false`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from google.protobuf import text_format
 
+from ferry.flag_groups import BOOL_FLAG, FlagGroup, FlagSpec
 from ferry.metrics import PROMETHEUS_PATH
 from ferry.protos import message_class, pool
 
@@ -60,10 +60,12 @@ FLAGS: tuple[TFServingFlag, ...] = (
     TFServingFlag("version", bool, False, "print ferry's version and exit", honoured=True),
     TFServingFlag("monitoring_config_file", str, "",
                   "MonitoringConfig text file: prometheus_config { enable path } turns the "
-                  "Prometheus endpoint on or off and places it", honoured=True),
+                  "Prometheus endpoint on or off and places it; without the file it is at "
+                  f"{PROMETHEUS_PATH}", honoured=True),
     TFServingFlag("grpc_channel_arguments", str, "",
-                  "comma-separated key=value gRPC server arguments (ints as ints); keys that "
-                  "a ferry limit flag sets stay under that flag", honoured=True),
+                  "comma-separated key=value gRPC server arguments (ints as ints), e.g. "
+                  "grpc.max_connection_age_ms=2000; keys that a ferry limit flag sets stay "
+                  "under that flag (a warning names it)", honoured=True),
     TFServingFlag("grpc_socket_path", str, "",
                   "also serve gRPC on this UNIX socket", honoured=True),
     TFServingFlag("ssl_config_file", str, "",
@@ -81,7 +83,8 @@ FLAGS: tuple[TFServingFlag, ...] = (
                   "--tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism are 0",
                   honoured=True),
     TFServingFlag("saved_model_tags", str, "",
-                  "comma-separated tags of the SavedModel meta graph to load", honoured=True),
+                  "comma-separated tags of the SavedModel meta graph to load (default: serve)",
+                  honoured=True),
     TFServingFlag("num_request_iterations_for_warmup", int, 0,
                   "times each recorded warm-up request runs (0: once)", honoured=True),
     TFServingFlag("prefer_tflite_model", bool, False,
@@ -193,47 +196,37 @@ class TFServingSettings:
             log.log(level, "%s", message)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def tfserving_flag_options(command: F) -> F:
-    """Add every flag of `FLAGS` to a click command.
-
-    The values do not become parameters of the command: each given flag is recorded in
-    the click context, for `given_flags` and `resolve`. Flags that ferry ignores are
+def _option(flag: TFServingFlag) -> FlagSpec:
+    """click's option for one TF Serving flag. Its default is None, so only the flags
+    given are recorded (for `given_flags` and `resolve`); those that ferry ignores are
     hidden from `--help` (docs/tfserving_flags.md lists them)."""
-    for flag in reversed(FLAGS):
-        option_kwargs: dict[str, Any] = {
-            "type": _CLICK_TYPES[flag.kind],
-            "default": None,
-            "expose_value": False,
-            "hidden": not flag.honoured,
-            "callback": _record,
-            "help": f"TF Serving flag: {flag.effect}.",
-        }
-        if flag.kind is bool:
-            option_kwargs.update(is_flag=False, flag_value=True, metavar="[=true|false]")
-        if flag.name == "version":
-            option_kwargs["is_eager"] = True
-        command = click.option(f"--{flag.name}", **option_kwargs)(command)
-    return command
+    option_kwargs: dict[str, Any] = {
+        "type": _CLICK_TYPES[flag.kind],
+        "default": None,
+        "hidden": not flag.honoured,
+        "help": f"TF Serving flag: {flag.effect}.",
+    }
+    if flag.kind is bool:
+        option_kwargs.update(BOOL_FLAG, metavar="[=true|false]")
+    if flag.name == "version":
+        option_kwargs["is_eager"] = True
+    return f"--{flag.name}", option_kwargs
 
 
-def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if value is None:
-        return value
-    ctx.meta.setdefault(_META_KEY, {})[param.name] = value
-    if param.name == "version" and value:
+def _act(ctx: click.Context, name: str, value: Any) -> None:
+    """`--version` prints TF Serving's version line for ferry and exits at once."""
+    if name == "version" and value:
         from ferry.distribution import installed_version
 
         click.echo(VERSION_LINE.format(version=installed_version()))
         ctx.exit(0)
-    return value
 
 
-def given_flags(ctx: click.Context) -> dict[str, Any]:
-    """The TF Serving flags given on the command line, by name."""
-    return dict(ctx.meta.get(_META_KEY, {}))
+_GROUP = FlagGroup(_META_KEY, tuple(_option(flag) for flag in FLAGS), on_record=_act)
+# Adds every flag of `FLAGS` to a click command.
+tfserving_flag_options = _GROUP.add_to
+# The TF Serving flags given on the command line (or FERRY_*, --config), by name.
+given_flags = _GROUP.given
 
 
 def resolve(given: dict[str, Any]) -> TFServingSettings:

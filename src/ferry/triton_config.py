@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +37,11 @@ from ferry.tensors import Signature, TensorSpec
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.pbtxt"
-# A label file is the operator's, but a config override names it over the network: it
-# must be a file of the model folder itself, and is read only up to this size.
-MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
-MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+# `ferry serve`'s bounds on what a model config makes ferry read (TritonConfigLimits).
+MAX_CONFIG_BYTES_FLAG = "--max_triton_config_bytes"
+MAX_LABEL_FILE_BYTES_FLAG = "--max_triton_label_file_bytes"
+DEFAULT_MAX_CONFIG_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
 
 # Triton's platform and backend names -> the ferry runtime platform that serves them.
 _RUNTIME_PLATFORMS = {
@@ -83,6 +85,19 @@ _REFUSED_SCHEDULERS = {"sequence_batching": "sequence batcher", "ensemble_schedu
 class TritonConfigError(InvalidArgument):
     """A config.pbtxt (or a config override) is unreadable, malformed or contradicts the
     model; the message says which and where, in Triton's words where Triton has them."""
+
+
+@dataclass(frozen=True)
+class TritonConfigLimits:
+    """How much a model config may make ferry read. A config need not be the operator's:
+    a load request's override arrives over the network (with --enable_model_control),
+    an uploaded folder may hold a config.pbtxt, and either names label files that are
+    then read into memory. Each bound is a `ferry serve` flag (the *_FLAG names above)."""
+
+    # A config.pbtxt, or a load request's JSON override, at most.
+    config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
+    # One output's label_filename (a file of the model folder itself), at most.
+    label_file_bytes: int = DEFAULT_MAX_LABEL_FILE_BYTES
 
 
 def model_config_message() -> Message:
@@ -261,29 +276,41 @@ def _enum_name(enum: str, number: int) -> str:
 def parse_text_config(text: str, source: str) -> Message:
     """A config.pbtxt's text as a ModelConfig message; TritonConfigError with protobuf's
     line and column when it does not parse."""
+    return _parsed(text_format.Parse, text, f"{source}: failed to parse the model configuration")
+
+
+def parse_json_config(
+    text: str, model: str, limits: TritonConfigLimits = TritonConfigLimits()
+) -> Message:
+    """A load request's `config` parameter (JSON ModelConfig, Triton's override), refused
+    over `limits.config_bytes` before it is parsed."""
+    what = f"failed to load '{model}', the config override"
+    _check_size(what, len(text.encode()), limits.config_bytes, MAX_CONFIG_BYTES_FLAG)
+    return _parsed(
+        json_format.Parse, text, f"failed to load '{model}', failed to parse the config override"
+    )
+
+
+def _parsed(parse: Callable[..., Message], text: str, failure: str) -> Message:
+    """`text` parsed by `parse` (protobuf's text or JSON parser) into a new ModelConfig;
+    a TritonConfigError that starts with `failure` and ends with the parser's reason."""
     message = model_config_message()
     try:
-        text_format.Parse(text, message, descriptor_pool=pool())
-    except text_format.ParseError as exc:
-        raise TritonConfigError(
-            f"{source}: failed to parse the model configuration: {exc}"
-        ) from None
+        parse(text, message, descriptor_pool=pool())
+    except (text_format.ParseError, json_format.ParseError) as exc:
+        raise TritonConfigError(f"{failure}: {exc}") from None
     return message
 
 
-def parse_json_config(text: str, model: str) -> Message:
-    """A load request's `config` parameter (JSON ModelConfig, Triton's override)."""
-    message = model_config_message()
-    try:
-        json_format.Parse(text, message, descriptor_pool=pool())
-    except json_format.ParseError as exc:
-        raise TritonConfigError(
-            f"failed to load '{model}', failed to parse the config override: {exc}"
-        ) from None
-    return message
+def _check_size(what: str, size: int, limit: int, flag: str) -> None:
+    """Refuse `size` bytes of `what` over `limit`, naming the flag that sets it."""
+    if size > limit:
+        raise TritonConfigError(f"{what}: {size} bytes, more than {flag} ({limit})")
 
 
-def read_model_config(model_dir: Path | None, model: str) -> TritonModelConfig | None:
+def read_model_config(
+    model_dir: Path | None, model: str, limits: TritonConfigLimits = TritonConfigLimits()
+) -> TritonModelConfig | None:
     """The model folder's config.pbtxt, checked and with its labels; None without one.
 
     Cached by the file's size and modification time, so polling re-reads a changed file
@@ -296,17 +323,16 @@ def read_model_config(model_dir: Path | None, model: str) -> TritonModelConfig |
         stat = path.stat()
     except OSError:
         return None
-    key = (stat.st_size, stat.st_mtime_ns, model)
+    key = (stat.st_size, stat.st_mtime_ns, model, limits)
     cached = _CACHE.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
-    if stat.st_size > MAX_CONFIG_FILE_BYTES:
-        raise TritonConfigError(f"{path}: larger than {MAX_CONFIG_FILE_BYTES} bytes")
+    _check_size(str(path), stat.st_size, limits.config_bytes, MAX_CONFIG_BYTES_FLAG)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise TritonConfigError(f"cannot read {path}: {exc}") from None
-    config = build_config(parse_text_config(text, str(path)), model, model_dir, str(path))
+    config = build_config(parse_text_config(text, str(path)), model, model_dir, str(path), limits)
     _CACHE[path] = (key, config)
     return config
 
@@ -328,10 +354,14 @@ def config_fingerprint(model_dir: Path | None) -> tuple:
 
 
 def build_config(
-    message: Message, model: str, model_dir: Path | None, source: str
+    message: Message,
+    model: str,
+    model_dir: Path | None,
+    source: str,
+    limits: TritonConfigLimits = TritonConfigLimits(),
 ) -> TritonModelConfig:
-    """Check a parsed ModelConfig's name, read its labels and warn about every field
-    ferry does not apply."""
+    """Check a parsed ModelConfig's name, read its labels (each up to
+    `limits.label_file_bytes`) and warn about every field ferry does not apply."""
     if message.name and message.name != model:
         raise TritonConfigError(
             f"unexpected directory name '{model}' for model '{message.name}', directory name "
@@ -347,7 +377,7 @@ def build_config(
             f"('{scheduler}'); model '{model}' cannot be served"
         )
     labels = {
-        output.name: _read_labels(model_dir, output.label_filename, source)
+        output.name: _read_labels(model_dir, output.label_filename, source, limits)
         for output in message.output
         if output.label_filename
     }
@@ -357,7 +387,9 @@ def build_config(
     return TritonModelConfig(message, source, labels, warnings)
 
 
-def _read_labels(model_dir: Path | None, name: str, source: str) -> tuple[str, ...]:
+def _read_labels(
+    model_dir: Path | None, name: str, source: str, limits: TritonConfigLimits
+) -> tuple[str, ...]:
     if model_dir is None:
         raise TritonConfigError(f"{source}: label_filename '{name}' has no model folder")
     path = (model_dir / name).resolve()
@@ -365,8 +397,8 @@ def _read_labels(model_dir: Path | None, name: str, source: str) -> tuple[str, .
         raise TritonConfigError(
             f"{source}: label_filename '{name}' must be a file in the model folder {model_dir}"
         )
-    if path.stat().st_size > MAX_LABEL_FILE_BYTES:
-        raise TritonConfigError(f"{source}: {path} is larger than {MAX_LABEL_FILE_BYTES} bytes")
+    size = path.stat().st_size
+    _check_size(f"{source}: {path}", size, limits.label_file_bytes, MAX_LABEL_FILE_BYTES_FLAG)
     return tuple(path.read_text(errors="replace").splitlines())
 
 

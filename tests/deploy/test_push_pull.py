@@ -51,7 +51,7 @@ def test_a_small_part_size_gives_more_parts_and_the_etag_still_matches(
     client = s3_client()
     target = ObjectTarget.parse("s3://deploy/w/weights.bin")
     plan = plan_push(client, data, target, small)
-    run_transfers(client, "deploy", plan, upload=True, transfer=small, show_progress=False)
+    run_transfers(client, "deploy", plan, upload=True, transfer=small)
     head = moto_s3.client.head_object(Bucket="deploy", Key="w/weights.bin")
     assert head["ETag"].strip('"').endswith("-3")
     assert [item.skip for item in plan_push(client, data, target, small)] == [True]

@@ -12,7 +12,7 @@ import pytest
 
 from ferry.errors import InvalidArgument
 from ferry.protocols.http_util import Answer, ClientDisconnected, RequestTooLarge, answer_post
-from ferry.protocols.tfserving_rest import error_parts
+from ferry.protocols.rest_answers import error_parts
 
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/models/m:predict", "headers": []}
 

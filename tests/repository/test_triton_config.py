@@ -15,6 +15,7 @@ from ferry.repository.policy import AllVersions, Latest, Specific
 from ferry.tensors import Signature, TensorSpec
 from ferry.triton_config import (
     TritonConfigError,
+    TritonConfigLimits,
     build_config,
     parse_json_config,
     parse_text_config,
@@ -40,6 +41,16 @@ def test_text_format_errors_carry_line_and_column() -> None:
 def test_json_override_errors_name_the_model() -> None:
     with pytest.raises(TritonConfigError, match="failed to load 'm', failed to parse"):
         parse_json_config('{"max_batch_size": "many"}', "m")
+
+
+def test_a_config_file_over_its_bound_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    (tmp_path / "config.pbtxt").write_text('name: "m" max_batch_size: 8\n')
+    size = (tmp_path / "config.pbtxt").stat().st_size
+
+    with pytest.raises(TritonConfigError, match=rf"{size} bytes, more than --max_triton_config"):
+        read_model_config(tmp_path, "m", TritonConfigLimits(config_bytes=size - 1))
+    at_bound = read_model_config(tmp_path, "m", TritonConfigLimits(config_bytes=size))
+    assert at_bound is not None and at_bound.max_batch_size == 8
 
 
 def test_reported_config_prints_64_bit_integers_as_numbers() -> None:

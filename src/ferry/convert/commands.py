@@ -7,7 +7,6 @@ ferry.convert.lite, which tests call directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from ferry.convert.optimize_limits import DEFAULT_MAX_SLOWDOWN_PERCENT
 
 PRECISION_CHOICES = ("fp16", "int8", "int8-static")
 LITE_QUANTIZE_CHOICES = ("none", "dynamic", "int8", "fp16")
-
-
-def rich_progress(description: str, items: Any, total: int) -> Iterator[Any]:
-    """A progress bar on stderr (hidden when stderr is not a terminal)."""
-    from rich.console import Console
-    from rich.progress import track
-
-    yield from track(
-        items, description=description, total=total, console=Console(stderr=True), transient=True
-    )
 
 
 def _size(size: int) -> str:
@@ -141,25 +130,32 @@ def optimize(
     """Write a lower-precision variant of an ONNX model (MODEL: models/NAME or
     models/NAME/VERSION) as its next version, after comparing it with the original."""
     from ferry.cli_logging import filter_native_logs
+    from ferry.cli_progress import track, working
     from ferry.convert.optimize import OptimizeError
     from ferry.convert.optimize import optimize as run_optimize
 
     filter_native_logs()
     try:
-        result = run_optimize(
-            model,
-            precision,
-            output=output,
-            calibration=calibration,
-            eval_data=eval_data,
-            labels=labels,
-            max_accuracy_drop=max_accuracy_drop,
-            max_abs_diff=max_abs_diff,
-            progress=rich_progress,
-            on_report=print_reports,
-            force=force,
-            max_slowdown_percent=max_slowdown_percent,
-        )
+        with working(f"building the {precision} variant of {model} and comparing them") as step:
+
+            def report(result: Any) -> None:
+                step.done()  # the slow part is over: the table prints after its line
+                print_reports(result)
+
+            result = run_optimize(
+                model,
+                precision,
+                output=output,
+                calibration=calibration,
+                eval_data=eval_data,
+                labels=labels,
+                max_accuracy_drop=max_accuracy_drop,
+                max_abs_diff=max_abs_diff,
+                progress=track,
+                on_report=report,
+                force=force,
+                max_slowdown_percent=max_slowdown_percent,
+            )
     except OptimizeError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {result.written}")

@@ -7,8 +7,9 @@ elsewhere (moto in the tests, or, for `ferry invoke`, a ferry server's runtime A
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,9 +266,10 @@ def deploy_sagemaker(
                 err=True,
             )
         if wait:
-            described = sm.wait_in_service(
-                client, name, poll_seconds, timeout_seconds, on_status=_progress()
-            )
+            with _waiting(name) as show:
+                described = sm.wait_in_service(
+                    client, name, poll_seconds, timeout_seconds, on_status=show
+                )
             for item in sm.finish_update(client, result, described, keep_previous_config):
                 click.echo(f"deleted previous {item}", err=True)
             _apply_autoscaling(scaling, name, spec, autoscale, scaling_spec)
@@ -380,7 +382,8 @@ def _shift(
     try:
         after = sm.shift_weights(client, name, weights)
         if wait:
-            sm.wait_in_service(client, name, poll_seconds, timeout_seconds, on_status=_progress())
+            with _waiting(name) as show:
+                sm.wait_in_service(client, name, poll_seconds, timeout_seconds, on_status=show)
     except sm.DeployError as exc:
         raise click.ClickException(str(exc)) from None
     total = sum(after.values())
@@ -394,26 +397,26 @@ def _option_error(flag: str, message: str) -> click.ClickException:
     return click.ClickException(f"{flag}: {message}")
 
 
-def _progress():
-    """A status display: one rewritten line on a terminal, a line per change otherwise."""
-    tty = sys.stderr.isatty()
+@contextlib.contextmanager
+def _waiting(name: str) -> Iterator[Callable[[str, float], None]]:
+    """The wait for InService, as a status callback: on a terminal a spinner naming the
+    status, with the elapsed time (ferry.cli_progress); elsewhere a line per change of
+    status, which says as much as start and end lines and more."""
+    from ferry.cli_progress import interactive, working
+
+    terminal = interactive()
     last = [""]
-    spinner = "|/-\\"
-    count = [0]
+    with working(f"waiting for endpoint {name} to be InService", quiet=not terminal) as step:
 
-    def show(status: str, elapsed: float) -> None:
-        minutes, seconds = divmod(int(elapsed), 60)
-        text = f"{status} ({minutes}m{seconds:02d}s)"
-        if tty:
-            count[0] += 1
-            click.echo(f"\r{spinner[count[0] % 4]} {text}   ", err=True, nl=False)
-            if status == sm.IN_SERVICE or status in sm.FAILED_STATES:
-                click.echo("", err=True)
-        elif status != last[0]:
-            click.echo(text, err=True)
-        last[0] = status
+        def show(status: str, elapsed: float) -> None:
+            if terminal:
+                step.describe(f"waiting for endpoint {name} to be InService: {status}")
+            elif status != last[0]:
+                minutes, seconds = divmod(int(elapsed), 60)
+                click.echo(f"{status} ({minutes}m{seconds:02d}s)", err=True)
+            last[0] = status
 
-    return show
+        yield show
 
 
 def _print_usage(name: str, region: str | None) -> None:
@@ -556,18 +559,22 @@ def invoke(
     profile: str | None,
 ) -> None:
     """Call the endpoint NAME with the body in --data and print the answer."""
+    from ferry.cli_progress import working
+
     session = _session(region, profile)
-    response = _call(
-        sm.invoke,
-        session,
-        name,
-        data.read_bytes(),
-        content_type,
-        accept,
-        custom_attributes,
-        endpoint_url,
-    )
-    body = response["Body"].read()
+    # A cold model (a multi-model endpoint's first call, a serverless start) takes seconds.
+    with working(f"calling endpoint {name}"):
+        response = _call(
+            sm.invoke,
+            session,
+            name,
+            data.read_bytes(),
+            content_type,
+            accept,
+            custom_attributes,
+            endpoint_url,
+        )
+        body = response["Body"].read()
     try:
         click.echo(json.dumps(json.loads(body), indent=2))
     except ValueError:

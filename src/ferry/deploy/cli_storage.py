@@ -4,7 +4,6 @@ archive and object storage, and back. Registered in ferry.cli with `add_command`
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,11 +81,14 @@ def package(
     """Pack MODEL_DIR (NAME/VERSION/... or NAME/export/Servo/VERSION/..., with code/ when
     present), or several into one archive, into a reproducible model.tar.gz and print
     its sha256."""
+    from ferry.cli_progress import working
     from ferry.deploy.package import PackageError
     from ferry.deploy.package import package as pack
 
+    what = model_dirs[0] if len(model_dirs) == 1 else f"{len(model_dirs)} model folders"
     try:
-        packed = pack(list(model_dirs), output, layout, name, keep_servo)  # type: ignore[arg-type]
+        with working(f"packing {what} into {output}"):
+            packed = pack(list(model_dirs), output, layout, name, keep_servo)  # type: ignore[arg-type]
     except PackageError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {packed.archive} ({packed.entries} entries)")
@@ -104,11 +106,13 @@ def unpack(archive: Path, dest: Path, max_size: int | None) -> None:
     """Extract a model ARCHIVE into DEST, refusing entries that would land outside DEST;
     checked against ARCHIVE.sha256 when that file exists. A failed unpack removes what
     it wrote."""
+    from ferry.cli_progress import working
     from ferry.deploy.package import PackageError
     from ferry.deploy.package import unpack as extract
 
     try:
-        names = extract(archive, dest, max_size)
+        with working(f"unpacking {archive} into {dest}"):
+            names = extract(archive, dest, max_size)
     except PackageError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"unpacked {len(names)} entries into {dest}")
@@ -125,7 +129,9 @@ def _storage_command(function):
         help=_ENDPOINT_HELP,
     )(function)
     function = click.option(
-        "--quiet", is_flag=True, help="No progress bar (it is also off when not a terminal)."
+        "--quiet",
+        is_flag=True,
+        help="No progress: no bar on a terminal, no start and end lines elsewhere.",
     )(function)
     return function
 
@@ -194,10 +200,12 @@ def _transfer(
     upload: bool,
     plan: Callable[[Any, ObjectTarget], list[Transfer]],
 ) -> None:
-    """Plan, then run the transfers with a progress bar, and summarise; storage errors
-    become a one-line message, not a traceback."""
+    """Plan (which hashes local files that may already be there), then run the
+    transfers with a progress bar, and summarise; storage errors become a one-line
+    message, not a traceback."""
+    from ferry.cli_progress import BYTES, working
     from ferry.deploy.object_store import ObjectTarget, run_transfers, s3_client
-    from ferry.deploy.size_limits import SizeLimitError
+    from ferry.deploy.size_limits import SizeLimitError, human
     from ferry.errors import StorageError
 
     try:
@@ -205,14 +213,19 @@ def _transfer(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="URL") from None
     client = s3_client(endpoint_url)
+    verb = "uploading" if upload else "downloading"
     try:
-        items = plan(client, target)
-        run_transfers(
-            client, target.bucket, items, upload, show_progress=not quiet and sys.stderr.isatty()
-        )
+        with working(f"listing {url} and comparing it with the local files", quiet=quiet):
+            items = plan(client, target)
+        todo = [item for item in items if not item.skip]
+        if todo:
+            size = sum(item.size for item in todo)
+            what = f"{verb} {len(todo)} files ({human(size)})"
+            with working(what, total=size, unit=BYTES, quiet=quiet) as step:
+                run_transfers(client, target.bucket, items, upload, on_bytes=step.advance)
     except (StorageError, FileNotFoundError, SizeLimitError) as exc:
         raise click.ClickException(str(exc)) from None
-    moved = [item for item in items if not item.skip]
+    moved = todo
     skipped = len(items) - len(moved)
     click.echo(
         f"{'uploaded' if upload else 'downloaded'} {len(moved)} files "

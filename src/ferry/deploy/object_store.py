@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,51 +300,28 @@ def run_transfers(
     plan: list[Transfer],
     upload: bool,
     transfer: TransferConfig = DEFAULT_TRANSFER,
-    show_progress: bool = True,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> None:
-    """Move the files of `plan` that are not `skip`, with one progress bar for all bytes.
+    """Move the files of `plan` that are not `skip`; `on_bytes` hears of every chunk
+    moved, from the transfer threads (the CLI's progress bar, ferry.cli_progress).
 
     TransferManager splits each file above the multipart threshold into concurrent
     parts; downloads land under a temporary name and are renamed when complete.
     """
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
     todo = [item for item in plan if not item.skip]
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(
-            "uploading" if upload else "downloading", total=sum(i.size for i in todo)
-        )
-
-        def advance(count: int) -> None:  # called from the transfer threads
-            progress.update(task, advance=count)
-
-        for item in todo:
-            where = f"s3://{bucket}/{item.key}"
-            try:
-                if upload:
-                    client.upload_file(
-                        str(item.local), bucket, item.key, Config=transfer, Callback=advance
-                    )
-                else:
-                    item.local.parent.mkdir(parents=True, exist_ok=True)
-                    client.download_file(
-                        bucket, item.key, str(item.local), Config=transfer, Callback=advance
-                    )
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                raise storage_error(
-                    exc, f"cannot {'upload' if upload else 'download'} {where}"
-                ) from exc
+    for item in todo:
+        where = f"s3://{bucket}/{item.key}"
+        try:
+            if upload:
+                client.upload_file(
+                    str(item.local), bucket, item.key, Config=transfer, Callback=on_bytes
+                )
+            else:
+                item.local.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(
+                    bucket, item.key, str(item.local), Config=transfer, Callback=on_bytes
+                )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise storage_error(
+                exc, f"cannot {'upload' if upload else 'download'} {where}"
+            ) from exc

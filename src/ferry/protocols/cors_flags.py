@@ -13,20 +13,18 @@ flag opens CORS to every origin, and an operator who adds a list means to narrow
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
 
 import click
 
+from ferry.flag_groups import BOOL_FLAG, FlagGroup, FlagSpec
 from ferry.protocols.cors import DEFAULT_MAX_AGE_SECONDS, CorsPolicy, normalize_origin
 
 log = logging.getLogger(__name__)
-F = TypeVar("F")
-_META_KEY = "ferry.cors_flags"
 ORIGINS_FLAG = "--cors_origins"
 # Firefox's cap on Access-Control-Max-Age (Chromium's is 2 hours).
 MAX_AGE_CAP_SECONDS = 86_400
 
-_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+_OPTIONS: list[FlagSpec] = [
     (
         (ORIGINS_FLAG,),
         {
@@ -40,9 +38,7 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (
         ("--cors_allow_credentials",),
         {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
+            **BOOL_FLAG,
             "default": False,
             "show_default": True,
             "help": "Let pages of origins listed by name send credentials (cookies, "
@@ -61,16 +57,9 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def cors_flag_options(command: F) -> F:
-    """Add the flags to a click command (their values go to the context, for `resolve`)."""
-    for names, kwargs in reversed(_OPTIONS):
-        command = click.option(*names, expose_value=False, callback=_record, **kwargs)(command)
-    return command
-
-
-def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_META_KEY, {})[param.name] = value
-    return value
+_GROUP = FlagGroup("ferry.cors_flags", _OPTIONS)
+# Adds the flags to a click command (their values go to the context, for `resolve`).
+cors_flag_options = _GROUP.add_to
 
 
 def parse_origins(values: tuple[str, ...] | list[str]) -> frozenset[str]:
@@ -82,7 +71,7 @@ def parse_origins(values: tuple[str, ...] | list[str]) -> frozenset[str]:
 def resolve(ctx: click.Context, tf_serving_cors: bool = False) -> CorsPolicy | None:
     """The policy the command line gave (None: no `--cors_origins`; TF Serving's flag,
     if given, then applies alone)."""
-    given = ctx.meta.get(_META_KEY, {})
+    given = _GROUP.given(ctx)
     credentials = bool(given.get("cors_allow_credentials", False))
     try:
         origins = parse_origins(given.get("cors_origins") or ())

@@ -104,9 +104,14 @@ def too_many_connections(limits: HttpLimits) -> TransportRefusal:
     )
 
 
+def refusal_body(refusal: TransportRefusal) -> bytes:
+    """A refusal's JSON body (the Rust front sends these bytes too, ferry.dataplane)."""
+    return json.dumps({"error": refusal.message}).encode()
+
+
 def refusal_response(refusal: TransportRefusal) -> bytes:
     """The whole HTTP response for a refusal, `Connection: close` included."""
-    body = json.dumps({"error": refusal.message}).encode()
+    body = refusal_body(refusal)
     return b"".join(
         [
             STATUS_LINE[refusal.status],

@@ -60,10 +60,14 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     if message["type"] == "http.disconnect":
         raise ClientDisconnected
     body = message.get("body", b"")
-    if not message.get("more_body", False):
+    if not message.get("more_body", False) and len(body) <= limit:
         return body  # the common case: the whole body arrived in one message
     chunks = [body]
     size = len(body)
+    if size > limit:  # a chunked body (no length declared) that came in one message
+        raise RequestTooLarge(
+            f"Request body is over the limit of {limit} bytes (--max_request_bytes)"
+        )
     while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":

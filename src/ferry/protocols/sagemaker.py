@@ -55,13 +55,14 @@ from ferry.protocols.http_util import (
     header,
     read_body,
 )
+from ferry.protocols.rest_answers import error_parts
 from ferry.protocols.sagemaker_handlers import (
     Context,
     HandlerResponse,
     InferenceHandlers,
     LoopbackAddress,
 )
-from ferry.protocols.tfserving_rest import ExampleRequest, classify_or_regress, error_parts
+from ferry.protocols.tfserving_rest import ExampleRequest, classify_or_regress
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 

@@ -60,8 +60,8 @@ from ferry.errors import FerryError, NotFound, PermissionDenied, StorageError
 from ferry.model_config import ModelSpec
 from ferry.model_control import ModelControl
 from ferry.protocols.http_util import Receive, Scope, Send, answer_post, header, read_body
+from ferry.protocols.rest_answers import version_status
 from ferry.protocols.sagemaker import PING_PATH, SageMakerInvocations, container_error_parts
-from ferry.protocols.tfserving_rest import _status as version_status_json
 from ferry.repository.location import BasePath, ObjectStoreOptions, S3Url
 from ferry.repository.mme_cache import (
     AlreadyLoaded,
@@ -317,7 +317,7 @@ class MultiModelEndpoint:
             records = self.cache.manager.version_status(name)
         except NotFound:
             records = []
-        return {"model_version_status": [version_status_json(r) for r in records]}
+        return {"model_version_status": [version_status(r) for r in records]}
 
 
 class _NoModelName(FerryError):

@@ -30,20 +30,26 @@ from ferry.codecs.tfserving_json import (
     parse_json,
     signature_name_of,
 )
-from ferry.errors import FerryError, InvalidArgument, NotFound, StatusCode, unexpected
+from ferry.errors import FerryError, InvalidArgument, NotFound, unexpected
 from ferry.inference import InferenceService
-from ferry.manager import ModelManager, VersionRecord
+from ferry.manager import ModelManager
 from ferry.protocols.http_util import (
     JSON,
     Answer,
     Receive,
-    RequestTooLarge,
     Scope,
     Send,
     answer_post,
     read_body,
 )
 from ferry.protocols.request_encoding import decoded_body, inflates_too_large, tfserving_coding
+from ferry.protocols.rest_answers import (
+    JSON_MEDIA_TYPE,
+    PRETTY,
+    error_parts,
+    error_response,
+    version_status,
+)
 from ferry.served_version import ServedVersion
 from ferry.tensor_limits import RequestLimits
 from ferry.tensors import TensorSpec, tf_dtype_name
@@ -60,47 +66,9 @@ _GET_PATH = re.compile(
     rf"/v1/models/{_NAME}{_VERSION_OR_LABEL}(?P<metadata>/metadata)?", re.IGNORECASE
 )
 
-# TF Serving's mapping from status code to HTTP status (http_server.cc).
-_HTTP_STATUS = {
-    StatusCode.OK: 200,
-    StatusCode.CANCELLED: 499,
-    StatusCode.INVALID_ARGUMENT: 400,
-    StatusCode.FAILED_PRECONDITION: 400,
-    StatusCode.OUT_OF_RANGE: 400,
-    StatusCode.DEADLINE_EXCEEDED: 504,
-    StatusCode.NOT_FOUND: 404,
-    StatusCode.ALREADY_EXISTS: 409,
-    StatusCode.ABORTED: 409,
-    StatusCode.PERMISSION_DENIED: 403,
-    StatusCode.UNAUTHENTICATED: 401,
-    StatusCode.RESOURCE_EXHAUSTED: 429,
-    StatusCode.UNIMPLEMENTED: 501,
-    StatusCode.UNAVAILABLE: 503,
-}
-_JSON = "application/json"
-_PRETTY = orjson.OPT_INDENT_2
-
-
-def error_parts(error: FerryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """HTTP status, `{"error": message}` body and extra headers for a failed request."""
-    status = 413 if isinstance(error, RequestTooLarge) else _HTTP_STATUS.get(error.code, 500)
-    headers = [(b"retry-after", b"1")] if status == 503 else []
-    return status, orjson.dumps({"error": error.message}, option=_PRETTY), headers
-
-
-def error_response(error: FerryError) -> Response:
-    """`error_parts` as a Starlette response (for the GET routes)."""
-    status, body, headers = error_parts(error)
-    return Response(
-        body,
-        status_code=status,
-        media_type=_JSON,
-        headers={k.decode(): v.decode() for k, v in headers},
-    )
-
 
 def _json(body: object) -> Response:
-    return Response(orjson.dumps(body, option=_PRETTY), media_type=_JSON)
+    return Response(orjson.dumps(body, option=PRETTY), media_type=JSON_MEDIA_TYPE)
 
 
 @dataclass(frozen=True)
@@ -139,7 +107,7 @@ async def classify_or_regress(
         request.api, request.model, request.version, request.label, decode
     )
     results = results_json(request.method, prediction.outputs, len(examples))
-    return orjson.dumps({"results": results}, option=_PRETTY)
+    return orjson.dumps({"results": results}, option=PRETTY)
 
 
 class TFServingRest:
@@ -235,7 +203,7 @@ class TFServingRest:
             finally:
                 served.release()
         records = self.manager.version_status(model, version, label)
-        return _json({"model_version_status": [_status(r) for r in records]})
+        return _json({"model_version_status": [version_status(r) for r in records]})
 
     async def list_models(self, request: Request) -> Response:
         models = []
@@ -248,7 +216,7 @@ class TFServingRest:
             models.append(
                 {
                     "name": name,
-                    "model_version_status": [_status(r) for r in records],
+                    "model_version_status": [version_status(r) for r in records],
                     "version_labels": {k: str(v) for k, v in self.manager.labels(name).items()},
                     # ferry addition: whether the model's storage answers. An error here
                     # leaves the versions above serving; the storage is retried.
@@ -259,14 +227,6 @@ class TFServingRest:
                 }
             )
         return _json({"models": models})
-
-
-def _status(record: VersionRecord) -> dict:
-    return {
-        "version": str(record.version),
-        "state": record.state.name,
-        "status": {"error_code": record.error_code.name, "error_message": record.error_message},
-    }
 
 
 def _tensor_info(spec: TensorSpec) -> dict:

@@ -8,10 +8,10 @@ back as one `V2ExtensionOptions`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import click
 
+from ferry.flag_groups import FlagGroup, FlagSpec
 from ferry.protocols.shared_memory import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_REGIONS,
@@ -19,9 +19,6 @@ from ferry.protocols.shared_memory import (
     SharedMemoryOptions,
 )
 from ferry.protocols.v2_stream import DEFAULT_MAX_IN_FLIGHT
-
-F = TypeVar("F")
-_META_KEY = "ferry.v2_extension_flags"
 
 
 @dataclass(frozen=True)
@@ -32,16 +29,17 @@ class V2ExtensionOptions:
     max_in_flight_per_stream: int = DEFAULT_MAX_IN_FLIGHT
 
 
-_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+_OPTIONS: list[FlagSpec] = [
     (
-        ("--allow_client_shm", "--allow-client-shm"),
+        # Triton's spelling, --allow-client-shm, is the hidden twin (ferry.cli_spelling).
+        ("--allow_client_shm",),
         {
             "type": click.Choice([access.value for access in ClientAccess]),
             "default": ClientAccess.NONE.value,
             "show_default": True,
             "help": "Which clients may register and use system shared memory regions: "
             "false (none, Triton's default), loopback (clients on 127.0.0.0/8, ::1 or the "
-            "gRPC UNIX socket) or true (any client).",
+            "gRPC UNIX socket) or true (any client); docs/shared_memory.md.",
         },
     ),
     (
@@ -75,21 +73,14 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def v2_extension_flag_options(command: F) -> F:
-    """Add the flags to a click command (their values go to the context, for `resolve`)."""
-    for names, kwargs in reversed(_OPTIONS):
-        command = click.option(*names, expose_value=False, callback=_record, **kwargs)(command)
-    return command
-
-
-def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    ctx.meta.setdefault(_META_KEY, {})[param.name] = value
-    return value
+_GROUP = FlagGroup("ferry.v2_extension_flags", _OPTIONS)
+# Adds the flags to a click command (their values go to the context, for `resolve`).
+v2_extension_flag_options = _GROUP.add_to
 
 
 def resolve(ctx: click.Context) -> V2ExtensionOptions:
     """The options the command line gave (defaults for those it did not)."""
-    given = ctx.meta.get(_META_KEY, {})
+    given = _GROUP.given(ctx)
     return V2ExtensionOptions(
         shared_memory=SharedMemoryOptions(
             allow_client_shm=ClientAccess(given.get("allow_client_shm", ClientAccess.NONE.value)),

@@ -343,7 +343,7 @@ class V2Models:
             raise InvalidArgument(
                 f"failed to load '{model}': the 'config' parameter must be a JSON string"
             )
-        message = parse_json_config(override, model)
+        message = parse_json_config(override, model, self.manager.options.triton_limits)
         if message.name and message.name != model:
             raise InvalidArgument(
                 f"failed to load '{model}', unexpected directory name '{model}' for model "

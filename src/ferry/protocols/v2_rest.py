@@ -51,8 +51,9 @@ from ferry.protocols.http_util import (
     read_body,
 )
 from ferry.protocols.request_encoding import decoded_body, v2_coding
+from ferry.protocols.response_encoding import ResponseCompression
+from ferry.protocols.rest_answers import error_parts, error_response
 from ferry.protocols.shared_memory import ClientRegions, rest_client
-from ferry.protocols.tfserving_rest import error_parts, error_response
 from ferry.protocols.v2_models import (
     V2Models,
     classification_labels,
@@ -104,11 +105,14 @@ class V2Rest:
         inference: InferenceService,
         limits: RequestLimits,
         shared_memory: SharedMemoryApi | None = None,
+        compression: ResponseCompression | None = None,
     ) -> None:
         self.models = models
         self.inference = inference
         self.limits = limits
         self.shared_memory = shared_memory
+        # Inference answers compressed as Accept-Encoding asks (ferry.protocols.response_encoding).
+        self.compression = compression or ResponseCompression()
 
     def routes(self) -> list[Route]:
         return [
@@ -198,9 +202,13 @@ class V2Rest:
         if match is None:
             return await self._repository(scope, receive, path), JSON, []
         body, header_length = await self._infer(scope, receive, match)
+        # Triton compresses a successful inference answer only; the header length still
+        # counts the JSON header as it was before compression.
+        body, encoding = await self.compression.encode(scope, body)
         if header_length is None:
-            return body, JSON, []
-        return body, b"application/octet-stream", [(_HEADER_LENGTH, str(header_length).encode())]
+            return body, JSON, encoding
+        length = (_HEADER_LENGTH, str(header_length).encode())
+        return body, b"application/octet-stream", [length, *encoding]
 
     async def _infer(
         self, scope: Scope, receive: Receive, match: re.Match[str]

@@ -1,0 +1,248 @@
+//! `HttpFront`: the listening socket, the accept loop with its connection limit, and the
+//! drain. Its threads are a tokio runtime of their own, so a busy Python loop never
+//! delays accepting, parsing or writing.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::{watch, Semaphore};
+
+use crate::handoff::{Handoff, Request};
+use crate::http::{handle, Shared};
+use crate::limits::{Limits, Refusal};
+
+/// An HTTP/1.1 front on one address; see the module docs of `ferry.dataplane`.
+#[pyclass(frozen, module = "ferry._dataplane")]
+pub struct HttpFront {
+    runtime: Mutex<Option<Runtime>>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    drained: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
+    address: SocketAddr,
+}
+
+fn refusal_of(pair: (u16, Bound<'_, PyBytes>)) -> Refusal {
+    Refusal {
+        status: pair.0,
+        body: Bytes::copy_from_slice(pair.1.as_bytes()),
+    }
+}
+
+#[pymethods]
+impl HttpFront {
+    /// Binds `host:port` at once (so a port in use fails here, as an OSError) and starts
+    /// serving on `threads` threads; requests queue for `take` until Python drains them.
+    #[new]
+    #[pyo3(signature = (
+        host, port, *, threads, max_header_bytes, max_header_count, header_timeout_seconds,
+        body_timeout_seconds, max_connections, max_request_bytes,
+        too_many_connections, body_timeout, head_too_large, url_too_long, too_many_headers
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        host: &str,
+        port: u16,
+        threads: usize,
+        max_header_bytes: usize,
+        max_header_count: usize,
+        header_timeout_seconds: f64,
+        body_timeout_seconds: f64,
+        max_connections: usize,
+        max_request_bytes: usize,
+        too_many_connections: (u16, Bound<'_, PyBytes>),
+        body_timeout: (u16, Bound<'_, PyBytes>),
+        head_too_large: (u16, Bound<'_, PyBytes>),
+        url_too_long: (u16, Bound<'_, PyBytes>),
+        too_many_headers: (u16, Bound<'_, PyBytes>),
+    ) -> PyResult<Self> {
+        let seconds = |s: f64| Duration::from_secs_f64(s.max(0.001));
+        let limits = Limits {
+            max_header_bytes,
+            max_header_count,
+            header_timeout: seconds(header_timeout_seconds),
+            body_timeout: seconds(body_timeout_seconds),
+            max_connections,
+            max_request_bytes,
+            too_many_connections: refusal_of(too_many_connections),
+            body_timeout_refusal: refusal_of(body_timeout),
+            head_too_large: refusal_of(head_too_large),
+            url_too_long: refusal_of(url_too_long),
+            too_many_headers: refusal_of(too_many_headers),
+        };
+        let listener = StdListener::bind((host, port))
+            .map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("ferry-http")
+            .enable_all()
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let listener = {
+            let _inside = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        let handoff = Arc::new(Handoff::new()?);
+        let shared = Arc::new(Shared {
+            limits,
+            handoff,
+            in_flight: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let drained = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        runtime.spawn(accept_loop(
+            listener,
+            shared.clone(),
+            stopped,
+            drained.clone(),
+            connections.clone(),
+        ));
+        Ok(Self {
+            runtime: Mutex::new(Some(runtime)),
+            shared,
+            stop,
+            drained,
+            connections,
+            address,
+        })
+    }
+
+    /// The port listened on (the one asked for, or the one the system chose for 0).
+    #[getter]
+    fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The descriptor that becomes readable when requests wait in `take`.
+    #[getter]
+    fn wake_fd(&self) -> i32 {
+        self.shared.handoff.wake_fd()
+    }
+
+    /// Every request waiting for Python.
+    fn take(&self, py: Python<'_>) -> PyResult<Vec<Py<Request>>> {
+        self.shared
+            .handoff
+            .take()
+            .into_iter()
+            .map(|request| Py::new(py, request))
+            .collect()
+    }
+
+    /// Requests handed to Python and not answered yet.
+    #[getter]
+    fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Open connections.
+    #[getter]
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting; open connections finish the request they are on and close (idle
+    /// keep-alive ones at once). `drained` turns true when the last one has closed.
+    fn close(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Whether `close` has run its course: no connection is left.
+    #[getter]
+    fn drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    /// Stops the front's threads (connections still open are dropped).
+    fn shutdown(&self, py: Python<'_>) {
+        let _ = self.stop.send(true);
+        let runtime = self.runtime.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(runtime) = runtime {
+            py.detach(|| runtime.shutdown_timeout(Duration::from_secs(1)));
+        }
+    }
+}
+
+/// A connection over `--max_connections`: Python's refusal, then close. Bounded in time
+/// so a client that never reads cannot hold the descriptor.
+async fn refuse(mut stream: TcpStream, response: Arc<Vec<u8>>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&response).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+    drained: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
+) {
+    let limits = shared.limits.clone();
+    let permits = (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    let over_limit = Arc::new(limits.too_many_connections.raw_response());
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .pipeline_flush(true)
+        .max_headers(limits.hyper_header_count())
+        .max_header_size(limits.hyper_header_size())
+        .max_buf_size(limits.read_buffer())
+        .header_read_timeout(limits.header_timeout)
+        .auto_date_header(false);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => break,
+        };
+        let Ok((stream, peer)) = accepted else {
+            // Out of descriptors or a connection reset before accept: keep serving.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let permit = match &permits {
+            Some(permits) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tokio::spawn(refuse(stream, over_limit.clone()));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = service_fn(move |request| handle(request, shared.clone(), peer));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let open = connections.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    drained.store(true, Ordering::Release);
+}

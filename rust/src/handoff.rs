@@ -1,0 +1,234 @@
+//! The hand-off of requests from Rust's threads to Python's event loop, and of answers
+//! back, with no Rust thread ever waiting for the GIL.
+//!
+//! Rust pushes a request onto a queue and, when the queue was empty, writes one byte to a
+//! socket pair whose other end the Python loop watches (`loop.add_reader`); the loop then
+//! takes every queued request at once (`HttpFront.take`), with the GIL it already holds.
+//! Answers go back through `Request.respond`, which only sends on a channel. Why not a
+//! GIL-taking callback per request: while the event loop is busy, a thread asking for the
+//! GIL waits for the loop's switch interval (5 ms), which caps a loaded server.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use tokio::sync::oneshot;
+
+/// Python's answer to one request.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: Bytes,
+}
+
+/// One request as Python's handlers see it (`ferry.dataplane` makes an ASGI scope of it).
+#[pyclass(frozen, module = "ferry._dataplane")]
+pub struct Request {
+    method: String,
+    path: Bytes,
+    query: Bytes,
+    headers: Vec<(Bytes, Bytes)>,
+    body: Bytes,
+    client: (String, u16),
+    reply: Mutex<Option<oneshot::Sender<Reply>>>,
+}
+
+impl Request {
+    pub fn new(
+        method: String,
+        path: Bytes,
+        query: Bytes,
+        headers: Vec<(Bytes, Bytes)>,
+        body: Bytes,
+        client: (String, u16),
+        reply: oneshot::Sender<Reply>,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            query,
+            headers,
+            body,
+            client,
+            reply: Mutex::new(Some(reply)),
+        }
+    }
+}
+
+#[pymethods]
+impl Request {
+    /// The request method (`GET`, `POST`, ...).
+    #[getter]
+    fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The raw (still percent-encoded) path, without the query.
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.path)
+    }
+
+    /// The raw query string, without the `?`.
+    #[getter]
+    fn query<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.query)
+    }
+
+    /// The headers as ASGI has them: a list of `(name, value)`, names in lower case.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let pairs = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, pairs)
+    }
+
+    /// The body as read: at most `--max_request_bytes` + 1 bytes (one more than the limit
+    /// tells Python's handlers that it is over, and they refuse it in their protocol's form).
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.body)
+    }
+
+    /// The peer's address and port.
+    #[getter]
+    fn client(&self) -> (String, u16) {
+        self.client.clone()
+    }
+
+    /// Answers the request; False when it was answered already or its client is gone.
+    fn respond(
+        &self,
+        status: u16,
+        headers: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)>,
+        body: &Bound<'_, PyBytes>,
+    ) -> bool {
+        let Some(sender) = self.reply.lock().ok().and_then(|mut slot| slot.take()) else {
+            return false;
+        };
+        let reply = Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        Bytes::copy_from_slice(name.as_bytes()),
+                        Bytes::copy_from_slice(value.as_bytes()),
+                    )
+                })
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        };
+        sender.send(reply).is_ok()
+    }
+}
+
+/// The queue between the front's threads and Python's event loop.
+pub struct Handoff {
+    queue: Mutex<Vec<Request>>,
+    wake_writer: UnixStream,
+    wake_reader: UnixStream,
+}
+
+impl Handoff {
+    pub fn new() -> std::io::Result<Self> {
+        let (wake_writer, wake_reader) = UnixStream::pair()?;
+        wake_writer.set_nonblocking(true)?;
+        wake_reader.set_nonblocking(true)?;
+        Ok(Self {
+            queue: Mutex::new(Vec::new()),
+            wake_writer,
+            wake_reader,
+        })
+    }
+
+    /// The descriptor Python's loop watches for readability.
+    pub fn wake_fd(&self) -> i32 {
+        self.wake_reader.as_raw_fd()
+    }
+
+    /// Queues a request; wakes the loop when the queue was empty (a full socket buffer
+    /// means a wake-up is pending already).
+    pub fn push(&self, request: Request) {
+        let was_empty = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = queue.is_empty();
+            queue.push(request);
+            was_empty
+        };
+        if was_empty {
+            let _ = (&self.wake_writer).write(&[1]);
+        }
+    }
+
+    /// Every queued request. The wake-up bytes are read first, so a request pushed after
+    /// this call's swap always writes a new one.
+    pub fn take(&self) -> Vec<Request> {
+        let mut sink = [0u8; 256];
+        loop {
+            match (&self.wake_reader).read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *queue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &'static [u8]) -> (Request, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let request = Request::new(
+            "GET".into(),
+            Bytes::from_static(path),
+            Bytes::new(),
+            vec![],
+            Bytes::new(),
+            ("127.0.0.1".into(), 1),
+            tx,
+        );
+        (request, rx)
+    }
+
+    fn pending_wake_bytes(handoff: &Handoff) -> usize {
+        let mut sink = [0u8; 16];
+        (&handoff.wake_reader).read(&mut sink).unwrap_or(0)
+    }
+
+    #[test]
+    fn only_the_first_push_into_an_empty_queue_wakes() {
+        let handoff = Handoff::new().unwrap();
+        handoff.push(request(b"/a").0);
+        handoff.push(request(b"/b").0);
+        assert_eq!(pending_wake_bytes(&handoff), 1);
+        let taken = handoff.take();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0].path.as_ref(), b"/a");
+        handoff.push(request(b"/c").0);
+        assert_eq!(pending_wake_bytes(&handoff), 1);
+    }
+
+    #[test]
+    fn take_reads_the_wake_bytes_before_the_queue() {
+        let handoff = Handoff::new().unwrap();
+        handoff.push(request(b"/a").0);
+        assert_eq!(handoff.take().len(), 1);
+        assert_eq!(pending_wake_bytes(&handoff), 0);
+        assert!(handoff.take().is_empty());
+    }
+}

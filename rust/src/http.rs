@@ -1,0 +1,195 @@
+//! One HTTP/1.1 connection: hyper parses heads (keep-alive, pipelining, head limits), this
+//! module reads bodies under their limits and hands each request to Python.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request as HttpRequest, Response, StatusCode};
+use tokio::sync::oneshot;
+
+use crate::handoff::{Handoff, Reply, Request};
+use crate::limits::{Limits, Refusal};
+
+/// What every connection of one front shares.
+pub struct Shared {
+    pub limits: Limits,
+    pub handoff: Arc<Handoff>,
+    /// Requests handed to Python and not answered yet.
+    pub in_flight: AtomicUsize,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A body as read: all of it, or the first `cap` bytes and a note that more came.
+struct ReadBody {
+    bytes: Bytes,
+    over_cap: bool,
+}
+
+/// Reads at most `cap` bytes of the body (the rest is never buffered).
+async fn read_capped(mut body: Incoming, cap: usize) -> Result<ReadBody, hyper::Error> {
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            let room = cap - buffer.len();
+            if data.len() > room {
+                buffer.extend_from_slice(&data[..room]);
+                return Ok(ReadBody {
+                    bytes: buffer.freeze(),
+                    over_cap: true,
+                });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(ReadBody {
+        bytes: buffer.freeze(),
+        over_cap: false,
+    })
+}
+
+fn declared_length(request: &HttpRequest<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+}
+
+fn refusal(refusal: &Refusal) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(refusal.body.clone()));
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request Python never answered (its handler task died): no text of Rust's own.
+fn unanswered() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn build_response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(reply.body));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    for (name, value) in reply.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
+            continue;
+        };
+        if name == CONTENT_LENGTH {
+            continue; // hyper frames the body it is given
+        }
+        headers.append(name, value);
+    }
+    response
+}
+
+/// Hands one request to Python and waits for its answer.
+pub async fn handle(
+    request: HttpRequest<Incoming>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let _counted = InFlight::enter(&shared.in_flight);
+    let target = request.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let sizes = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().len(), value.len()));
+    if let Some(over) = shared.limits.head_refusal(target, sizes) {
+        return Ok(refusal(over));
+    }
+    let limit = shared.limits.max_request_bytes;
+    // A declared length over the limit is refused by Python from the header alone; the
+    // body is never read, and the connection closes after the answer.
+    let declared_over = declared_length(&request).is_some_and(|n| n > limit as u64);
+    let (parts, body) = request.into_parts();
+    let read = if declared_over {
+        ReadBody {
+            bytes: Bytes::new(),
+            over_cap: true,
+        }
+    } else {
+        match tokio::time::timeout(
+            shared.limits.body_timeout,
+            read_capped(body, limit.saturating_add(1)),
+        )
+        .await
+        {
+            Err(_) => return Ok(refusal(&shared.limits.body_timeout_refusal)),
+            Ok(Err(_)) => return Ok(unanswered()), // the client broke off mid-body
+            Ok(Ok(read)) => read,
+        }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                Bytes::copy_from_slice(name.as_str().as_bytes()),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect();
+    let (path, query) = match parts.uri.path_and_query() {
+        Some(pq) => (
+            Bytes::copy_from_slice(pq.path().as_bytes()),
+            Bytes::copy_from_slice(pq.query().unwrap_or("").as_bytes()),
+        ),
+        None => (Bytes::from_static(b"/"), Bytes::new()),
+    };
+    let (sender, receiver) = oneshot::channel();
+    shared.handoff.push(Request::new(
+        parts.method.as_str().to_owned(),
+        path,
+        query,
+        headers,
+        read.bytes,
+        (peer.ip().to_string(), peer.port()),
+        sender,
+    ));
+    let mut response = match receiver.await {
+        Ok(reply) => build_response(reply),
+        Err(_) => unanswered(),
+    };
+    if read.over_cap {
+        // The rest of that body is still on its way: the connection cannot carry more.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}

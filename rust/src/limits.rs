@@ -1,0 +1,156 @@
+//! The transport limits of the HTTP front and the refusals that answer them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One refusal: HTTP status and the whole JSON body, both from Python's table
+/// (`ferry.protocols.http_limits`), so the two fronts answer with the same bytes.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+impl Refusal {
+    /// The whole HTTP/1.1 response, written straight to a socket that hyper never saw
+    /// (a connection over the limit).
+    pub fn raw_response(&self) -> Vec<u8> {
+        let reason = hyper::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.status,
+            reason,
+            self.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// What one HTTP front enforces (the same flags as Python's front: `--max_header_bytes`,
+/// `--max_header_count`, `--http_header_timeout_seconds`, `--http_body_timeout_seconds`,
+/// `--max_connections`, `--max_request_bytes`). An idle keep-alive connection closes at
+/// the head deadline: hyper arms it as soon as it waits for the next head.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// 0: no limit.
+    pub max_connections: usize,
+    pub max_request_bytes: usize,
+    pub too_many_connections: Refusal,
+    pub body_timeout_refusal: Refusal,
+    pub head_too_large: Refusal,
+    pub url_too_long: Refusal,
+    pub too_many_headers: Refusal,
+}
+
+/// hyper's smallest read buffer.
+pub const MIN_READ_BUFFER: usize = 8192;
+
+impl Limits {
+    /// hyper's own head limit: twice ferry's. A head between the two is read, measured
+    /// as Python's front measures it (`head_refusal`) and refused with Python's answer;
+    /// hyper closes a connection whose head is larger still without an answer, so the
+    /// memory a head may take stays bounded either way.
+    pub fn hyper_header_size(&self) -> usize {
+        self.max_header_bytes.saturating_mul(2).max(1024)
+    }
+
+    /// hyper's own header count limit (see `hyper_header_size`).
+    pub fn hyper_header_count(&self) -> usize {
+        self.max_header_count.saturating_mul(2).max(16)
+    }
+
+    /// The read buffer hyper may grow to: room for hyper's largest head and a pipelined
+    /// next request's start.
+    pub fn read_buffer(&self) -> usize {
+        self.hyper_header_size().saturating_add(MIN_READ_BUFFER)
+    }
+
+    /// The refusal of a head over ferry's limits, counted as Python's front counts it:
+    /// the request target, then each header as name, value and 4 bytes (": ", CRLF).
+    pub fn head_refusal<I>(&self, target_bytes: usize, headers: I) -> Option<&Refusal>
+    where
+        I: IntoIterator<Item = (usize, usize)>,
+    {
+        let mut bytes = target_bytes;
+        if bytes > self.max_header_bytes {
+            return Some(&self.url_too_long);
+        }
+        for (count, (name, value)) in headers.into_iter().enumerate() {
+            bytes += name + value + 4;
+            if count + 1 > self.max_header_count {
+                return Some(&self.too_many_headers);
+            }
+            if bytes > self.max_header_bytes {
+                return Some(&self.head_too_large);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_refusal_is_a_complete_response() {
+        let refusal = Refusal {
+            status: 503,
+            body: Bytes::from_static(b"{\"error\": \"x\"}"),
+        };
+        let text = String::from_utf8(refusal.raw_response()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("content-length: 14\r\n"));
+        assert!(text.ends_with("\r\n\r\n{\"error\": \"x\"}"));
+    }
+
+    fn refusal(status: u16) -> Refusal {
+        Refusal {
+            status,
+            body: Bytes::new(),
+        }
+    }
+
+    fn limits(max_header_bytes: usize, max_header_count: usize) -> Limits {
+        Limits {
+            max_header_bytes,
+            max_header_count,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            max_connections: 0,
+            max_request_bytes: 10,
+            too_many_connections: refusal(503),
+            body_timeout_refusal: refusal(408),
+            head_too_large: refusal(431),
+            url_too_long: refusal(414),
+            too_many_headers: refusal(432),
+        }
+    }
+
+    #[test]
+    fn read_buffer_never_below_hypers_minimum() {
+        assert!(limits(100, 10).read_buffer() >= MIN_READ_BUFFER);
+    }
+
+    #[test]
+    fn heads_are_counted_as_pythons_front_counts_them() {
+        let limits = limits(20, 2);
+        assert!(limits.head_refusal(10, [(2, 4)]).is_none()); // 10 + 2 + 4 + 4 = 20
+        assert_eq!(limits.head_refusal(10, [(2, 5)]).unwrap().status, 431);
+        assert_eq!(limits.head_refusal(21, []).unwrap().status, 414);
+        assert_eq!(
+            limits.head_refusal(1, [(1, 1), (1, 1), (1, 1)]).unwrap().status,
+            432
+        );
+    }
+}
