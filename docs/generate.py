@@ -164,7 +164,7 @@ def option_rows(command: click.Command, ctx: click.Context) -> list[OptionRow]:
         # --help is on every command (the page says so once).
         if not isinstance(param, click.Option) or param.hidden:
             continue
-        if set(param.opts) <= set(ctx.help_option_names):
+        if "--help" in param.opts:  # by name: a context made apart may lack `-h`
             continue
         names, metavar = _names_and_metavar(param, ctx)
         extra = dict(param.get_help_extra(ctx))

@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
@@ -50,7 +50,8 @@ impl HttpFront {
     #[pyo3(signature = (
         host, port, *, threads, max_header_bytes, max_header_count, header_timeout_seconds,
         body_timeout_seconds, max_connections, max_request_bytes,
-        too_many_connections, body_timeout, head_too_large, url_too_long, too_many_headers
+        too_many_connections, body_timeout, head_too_large, url_too_long, too_many_headers,
+        refusal_linger_seconds, refusal_linger_bytes, max_lingering_refusals
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -68,6 +69,9 @@ impl HttpFront {
         head_too_large: (u16, Bound<'_, PyBytes>),
         url_too_long: (u16, Bound<'_, PyBytes>),
         too_many_headers: (u16, Bound<'_, PyBytes>),
+        refusal_linger_seconds: f64,
+        refusal_linger_bytes: usize,
+        max_lingering_refusals: usize,
     ) -> PyResult<Self> {
         let seconds = |s: f64| Duration::from_secs_f64(s.max(0.001));
         let limits = Limits {
@@ -82,6 +86,9 @@ impl HttpFront {
             head_too_large: refusal_of(head_too_large),
             url_too_long: refusal_of(url_too_long),
             too_many_headers: refusal_of(too_many_headers),
+            refusal_linger: seconds(refusal_linger_seconds),
+            refusal_linger_bytes,
+            max_lingering_refusals,
         };
         let listener = StdListener::bind((host, port))
             .map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
@@ -179,12 +186,37 @@ impl HttpFront {
     }
 }
 
-/// A connection over `--max_connections`: Python's refusal, then close. Bounded in time
-/// so a client that never reads cannot hold the descriptor.
-async fn refuse(mut stream: TcpStream, response: Arc<Vec<u8>>) {
+/// How a refused connection lingers (`ferry.transport_limits`' REFUSAL_LINGER_SECONDS,
+/// REFUSAL_LINGER_BYTES, MAX_LINGERING_REFUSALS): read and dropped for a while after the
+/// refusal, so the client reads the answer instead of a reset from its unread request.
+#[derive(Clone)]
+struct Linger {
+    seconds: Duration,
+    bytes: usize,
+    slots: Arc<Semaphore>,
+}
+
+/// A connection over `--max_connections`: Python's refusal, a bounded linger, close.
+/// Bounded in time so a client that never reads cannot hold the descriptor.
+async fn refuse(mut stream: TcpStream, response: Arc<Vec<u8>>, linger: Linger) {
+    let slot = linger.slots.clone().try_acquire_owned().ok();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(&response).await;
         let _ = stream.shutdown().await;
+    })
+    .await;
+    if slot.is_none() {
+        return; // too many lingering already: close at once
+    }
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    let _ = tokio::time::timeout(linger.seconds, async {
+        while drained < linger.bytes {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     })
     .await;
 }
@@ -199,6 +231,11 @@ async fn accept_loop(
     let limits = shared.limits.clone();
     let permits = (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
     let over_limit = Arc::new(limits.too_many_connections.raw_response());
+    let linger = Linger {
+        seconds: limits.refusal_linger,
+        bytes: limits.refusal_linger_bytes,
+        slots: Arc::new(Semaphore::new(limits.max_lingering_refusals)),
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -224,7 +261,7 @@ async fn accept_loop(
             Some(permits) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    tokio::spawn(refuse(stream, over_limit.clone()));
+                    tokio::spawn(refuse(stream, over_limit.clone(), linger.clone()));
                     continue;
                 }
             },

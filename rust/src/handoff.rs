@@ -15,7 +15,9 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+
+use crate::codec::float_rows::FloatRows;
 use tokio::sync::oneshot;
 
 /// Python's answer to one request.
@@ -34,10 +36,25 @@ pub struct Request {
     headers: Vec<(Bytes, Bytes)>,
     body: Bytes,
     client: (String, u16),
+    float_rows: Option<FloatRows>,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
 }
 
+/// `FloatRows` as Python takes it: (signature_name, rows, width, doubles as a bytearray).
+pub type PyFloatRows<'py> = (Option<String>, usize, usize, Bound<'py, PyByteArray>);
+
+pub fn float_rows_to_python<'py>(py: Python<'py>, rows: &FloatRows) -> PyFloatRows<'py> {
+    let bytes: Vec<u8> = rows.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    (
+        rows.signature_name.clone(),
+        rows.rows,
+        rows.width,
+        PyByteArray::new(py, &bytes),
+    )
+}
+
 impl Request {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         method: String,
         path: Bytes,
@@ -45,6 +62,7 @@ impl Request {
         headers: Vec<(Bytes, Bytes)>,
         body: Bytes,
         client: (String, u16),
+        float_rows: Option<FloatRows>,
         reply: oneshot::Sender<Reply>,
     ) -> Self {
         Self {
@@ -54,6 +72,7 @@ impl Request {
             headers,
             body,
             client,
+            float_rows,
             reply: Mutex::new(Some(reply)),
         }
     }
@@ -97,6 +116,13 @@ impl Request {
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.body)
+    }
+
+    /// A `:predict` body of plain numeric rows, decoded on the front's threads
+    /// (`codec::float_rows`); None for any other request or body.
+    #[getter]
+    fn float_rows<'py>(&self, py: Python<'py>) -> Option<PyFloatRows<'py>> {
+        self.float_rows.as_ref().map(|rows| float_rows_to_python(py, rows))
     }
 
     /// The peer's address and port.
@@ -200,6 +226,7 @@ mod tests {
             vec![],
             Bytes::new(),
             ("127.0.0.1".into(), 1),
+            None,
             tx,
         );
         (request, rx)

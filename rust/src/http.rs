@@ -9,10 +9,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Request as HttpRequest, Response, StatusCode};
+use hyper::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+};
+use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use tokio::sync::oneshot;
 
+use crate::codec::float_rows::parse_float_rows;
 use crate::handoff::{Handoff, Reply, Request};
 use crate::limits::{Limits, Refusal};
 
@@ -171,6 +174,12 @@ pub async fn handle(
         ),
         None => (Bytes::from_static(b"/"), Bytes::new()),
     };
+    let float_rows = (parts.method == Method::POST
+        && path.ends_with(b":predict")
+        && !parts.headers.contains_key(CONTENT_ENCODING)
+        && !read.over_cap)
+        .then(|| parse_float_rows(&read.bytes))
+        .flatten();
     let (sender, receiver) = oneshot::channel();
     shared.handoff.push(Request::new(
         parts.method.as_str().to_owned(),
@@ -179,6 +188,7 @@ pub async fn handle(
         headers,
         read.bytes,
         (peer.ip().to_string(), peer.port()),
+        float_rows,
         sender,
     ));
     let mut response = match receiver.await {

@@ -50,6 +50,9 @@ pub struct Limits {
     pub head_too_large: Refusal,
     pub url_too_long: Refusal,
     pub too_many_headers: Refusal,
+    pub refusal_linger: Duration,
+    pub refusal_linger_bytes: usize,
+    pub max_lingering_refusals: usize,
 }
 
 /// hyper's smallest read buffer.
@@ -134,6 +137,9 @@ mod tests {
             head_too_large: refusal(431),
             url_too_long: refusal(414),
             too_many_headers: refusal(432),
+            refusal_linger: Duration::from_secs(1),
+            refusal_linger_bytes: 1,
+            max_lingering_refusals: 1,
         }
     }
 

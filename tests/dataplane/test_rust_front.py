@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.models import mlp_model, scale_model, sleepy_model, write_model
-from support.server import FerryProcess, free_port
+from support.server import FerryProcess, free_port, wait_until
 
 # Headers that differ between any two answers (a request id is generated per request).
 VOLATILE = {"x-request-id", "date"}
@@ -159,6 +159,21 @@ CASES = {
     "percent-encoded path": request(
         "POST", "/v1/models/sc%61le:predict", json.dumps({"instances": _rows(1)}).encode()
     ),
+    "predict, rows in every number form": request(
+        "POST",
+        "/v1/models/scale:predict",
+        b'{"signature_name": "serving_default", "instances": [[-0, 1e-3, 2.5E+2, 7], '
+        b"[0.1, -0.0, 123456789012345, 1e-45]]}",
+    ),
+    "predict, an integer beyond 15 digits": request(
+        "POST", "/v1/models/scale:predict", b'{"instances": [[1234567890123456789, 1, 2, 3]]}'
+    ),
+    "predict, unknown signature": request(
+        "POST",
+        "/v1/models/scale:predict",
+        b'{"signature_name": "nope", "instances": [[1, 2, 3, 4]]}',
+    ),
+    "predict, wrong width": request("POST", "/v1/models/scale:predict", b'{"instances": [[1, 2]]}'),
     "bad json": request("POST", "/v1/models/scale:predict", b"{not json"),
     "unknown model": request("POST", "/v1/models/nope:predict", b'{"instances": [[1.0]]}'),
     "wrong method": request("GET", "/v1/models/scale:predict"),
@@ -296,8 +311,12 @@ def test_connections_over_the_limit_get_the_python_fronts_refusal(
     rust_server = _server(models, tmp_path, "--max_connections", "3")
     try:
         served, rust = _open_until_refused(rust_server, 6)
-        # The refused ones closed: the server takes connections again.
-        assert rust_server.get("/v2/health/live").status_code == 200
+        # Once it has seen them close, the server takes connections again.
+        wait_until(
+            lambda: rust_server.get("/v2/health/live").status_code == 200,
+            10,
+            message="a connection served after the held ones closed",
+        )
     finally:
         assert rust_server.stop() == 0
     # At most the limit; one fewer while the test client's closed connection still counts.

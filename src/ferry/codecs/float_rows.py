@@ -25,6 +25,10 @@ import simdjson
 
 INSTANCES = "instances"
 SIGNATURE_NAME = "signature_name"
+# The ASGI scope extension under which the Rust front passes the rows it decoded from a
+# `:predict` body on its own threads (rust/src/codec/float_rows.rs takes a subset of
+# what `parse_float_rows` takes, with the same doubles; ferry.dataplane.front).
+FLOAT_ROWS_EXTENSION = "ferry.float_rows"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,14 @@ class FloatRows:
 
     signature_name: str | None
     rows: np.ndarray
+
+
+def from_front(decoded: tuple[str | None, int, int, bytearray]) -> FloatRows:
+    """The rows as the Rust front hands them over: (signature_name, rows, width, the
+    doubles' bytes, little-endian)."""
+    signature_name, count, width, data = decoded
+    values = np.frombuffer(data, dtype="<f8").reshape(count, width)
+    return FloatRows(signature_name, values)
 
 
 def parse_float_rows(body: bytes) -> FloatRows | None:

@@ -88,9 +88,10 @@ class PredictBody:
 
     __slots__ = ("_parsed", "_raw", "_rows")
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, rows: FloatRows | None = None) -> None:
+        """`rows`: the body's rows when the Rust front decoded them already."""
         self._raw = raw
-        self._rows = parse_float_rows(raw)
+        self._rows = rows if rows is not None else parse_float_rows(raw)
         self._parsed: Any = None if self._rows is not None else parse_json(raw)
 
     def decode(self, signatures: Mapping[str, Signature], budget: TensorBudget) -> DecodedPredict:

@@ -20,6 +20,7 @@ import logging
 from typing import Any
 from urllib.parse import unquote
 
+from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION, from_front
 from ferry.errors import FerryError, ListenError
 from ferry.protocols.http_limits import (
     TransportRefusal,
@@ -31,7 +32,12 @@ from ferry.protocols.http_limits import (
     url_too_long,
 )
 from ferry.protocols.http_util import Message, Receive, Scope, Send
-from ferry.transport_limits import HttpLimits
+from ferry.transport_limits import (
+    MAX_LINGERING_REFUSALS,
+    REFUSAL_LINGER_BYTES,
+    REFUSAL_LINGER_SECONDS,
+    HttpLimits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,9 @@ class RustHttpFront:
                 head_too_large=_refusal(head_too_large(limits)),
                 url_too_long=_refusal(url_too_long(limits)),
                 too_many_headers=_refusal(too_many_headers(limits)),
+                refusal_linger_seconds=REFUSAL_LINGER_SECONDS,
+                refusal_linger_bytes=REFUSAL_LINGER_BYTES,
+                max_lingering_refusals=MAX_LINGERING_REFUSALS,
             )
         except OSError as exc:
             raise ListenError(
@@ -120,7 +129,7 @@ class RustHttpFront:
 
     def _scope(self, request) -> Scope:
         raw_path = request.path
-        return {
+        scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
@@ -134,6 +143,10 @@ class RustHttpFront:
             "query_string": request.query,
             "headers": request.headers,
         }
+        rows = request.float_rows
+        if rows is not None:
+            scope["extensions"] = {FLOAT_ROWS_EXTENSION: from_front(rows)}
+        return scope
 
     def _messages(self, body: bytes) -> list[Message]:
         if len(body) <= self._limit:

@@ -1,0 +1,102 @@
+"""The Rust front's `:predict` row decoder (rust/src/codec/float_rows.rs) against
+Python's (`ferry.codecs.float_rows.parse_float_rows`), over generated bodies: wherever
+Rust takes a body, Python takes it too, with the same signature name and the same
+doubles bit for bit; and the plain bodies clients send are taken by Rust."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ferry.codecs.float_rows import from_front, parse_float_rows
+
+
+@pytest.fixture(scope="module")
+def rust_parse():
+    try:
+        return importlib.import_module("ferry._dataplane").parse_float_rows
+    except ImportError:
+        if shutil.which("cargo"):
+            pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
+        pytest.skip("no cargo here: the Rust front is not built")
+
+
+# Number spellings clients send: Python's repr, JSON's exponent forms, integers, zeros.
+finite = st.floats(allow_nan=False, allow_infinity=False)
+number_text = st.one_of(
+    finite.map(repr),
+    finite.map(lambda v: f"{v:.17g}"),
+    finite.map(lambda v: f"{v:e}".replace("e+", "E+")),
+    st.integers(-(10**15) + 1, 10**15 - 1).map(str),
+    st.integers(-(10**20), 10**20).map(str),  # beyond 15 digits: Python's alone
+    st.sampled_from(["-0", "0", "-0.0", "1e400", "-1e-400", "NaN", "Infinity", "1.", ".5", "01"]),
+)
+space = st.sampled_from(["", " ", "\n", "\t ", "\r\n"])
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    rows = draw(st.integers(1, 4))
+    width = draw(st.integers(1, 5))
+    ragged = draw(st.booleans()) and draw(st.booleans())
+    parts = []
+    for row in range(rows):
+        count = width + (1 if ragged and row == rows - 1 else 0)
+        s = draw(space)
+        parts.append("[" + f",{s}".join(draw(number_text) for _ in range(count)) + "]")
+    instances = '"instances":' + draw(space) + "[" + ",".join(parts) + "]"
+    members = [instances]
+    if draw(st.booleans()):
+        name = draw(st.sampled_from(["serving_default", "other", "a[b", "esc\\u0061pe"]))
+        members.append(f'"signature_name": "{name}"')
+    if draw(st.booleans()):
+        members.reverse()
+    if draw(st.integers(0, 9)) == 0:
+        members.append(draw(st.sampled_from(['"inputs": 1', '"instances": [[1]]'])))
+    return (draw(space) + "{" + ", ".join(members) + "}" + draw(space)).encode()
+
+
+def _same(rust, python) -> None:
+    assert python is not None, "Rust took a body Python does not"
+    rows = from_front(rust)
+    assert rows.signature_name == python.signature_name
+    assert rows.rows.shape == python.rows.shape
+    assert np.array_equal(rows.rows.view(np.uint64), python.rows.view(np.uint64))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies())
+def test_rust_takes_only_what_python_takes_with_the_same_doubles(rust_parse, body: bytes) -> None:
+    rust = rust_parse(body)
+    if rust is not None:
+        _same(rust, parse_float_rows(body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=bodies(), cut=st.integers(0, 400), junk=st.binary(max_size=3))
+def test_damaged_bodies_are_never_taken_wrongly(
+    rust_parse, body: bytes, cut: int, junk: bytes
+) -> None:
+    damaged = body[: cut % (len(body) + 1)] + junk + body[cut % (len(body) + 1) :]
+    rust = rust_parse(damaged)
+    if rust is not None:
+        _same(rust, parse_float_rows(damaged))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.lists(finite, min_size=3, max_size=3), min_size=1, max_size=8),
+    dumps=st.sampled_from([json.dumps, lambda o: json.dumps(o, indent=1)]),
+)
+def test_the_bodies_clients_send_are_taken_by_rust(rust_parse, values, dumps) -> None:
+    body = dumps({"instances": values}).encode()
+    rust = rust_parse(body)
+    assert rust is not None
+    _same(rust, parse_float_rows(body))
+    assert from_front(rust).rows.tolist() == values
