@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,7 +42,8 @@ from ferry.transport_limits import (
 
 log = logging.getLogger(__name__)
 
-ASGI = Any  # an ASGI application: (scope, receive, send) -> awaitable
+# An ASGI application.
+ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 INTERNAL_ERROR = (500, [(b"content-type", b"text/plain; charset=utf-8")], b"Internal Server Error")
 # How often a drain checks whether the last connection has closed.
 DRAIN_POLL_SECONDS = 0.02
@@ -180,10 +182,8 @@ class RustHttpFront:
                 if not message.get("more_body", False):
                     answered.set()
 
-        receive_: Receive = receive
-        send_: Send = send
         try:
-            await self._app(self._scope(request), receive_, send_)
+            await self._app(self._scope(request), receive, send)
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
         finally:
