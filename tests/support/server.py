@@ -14,10 +14,23 @@ from pathlib import Path
 import requests
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, never one this test run handed out before.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first
+    socket is closed, so a server's REST and gRPC ports (two calls) could coincide and the
+    server would fail to bind its second port; remembering what was handed out rules that
+    out within one run."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(
