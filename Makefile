@@ -45,7 +45,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 # Python front and the tests of the Rust front say why they skip.
 DATAPLANE := src/ferry/_dataplane.abi3.so
 CARGO_FLAGS := --quiet --manifest-path rust/Cargo.toml
-$(DATAPLANE): rust/Cargo.toml rust/Cargo.lock $(wildcard rust/src/*.rs)
+$(DATAPLANE): rust/Cargo.toml rust/Cargo.lock $(shell find rust/src -name "*.rs")
 	@if command -v cargo >/dev/null; then \
 		echo "building the Rust data plane (cargo build --release; a minute or two the first time)"; \
 		cargo build $(CARGO_FLAGS) --release --features extension-module && \
