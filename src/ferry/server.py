@@ -32,6 +32,7 @@ from starlette.routing import Route
 from ferry.auth.keys import KeyStore
 from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
 from ferry.dataplane.flags import Dataplane, DataplaneOptions
+from ferry.drain_grace import DrainGrace
 from ferry.errors import FerryError, ListenError
 from ferry.grpc_listen import grpc_addresses, grpc_server_arguments, grpc_tls_credentials
 from ferry.inference import InferenceService
@@ -537,23 +538,15 @@ class FerryServer:
         )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        grace: asyncio.TimerHandle | None = None
-
-        def on_exit() -> None:
-            nonlocal grace
-            if self.options.drain_grace_seconds > 0 and grace is None:
-                self._shutting_down.set()
-                grace = loop.call_later(self.options.drain_grace_seconds, stop.set)
-                log.info(
-                    "not ready; draining in %.1fs (--drain_grace_seconds)",
-                    self.options.drain_grace_seconds,
-                )
-                return
-            stop.set()
-
+        grace = DrainGrace(
+            self.options.drain_grace_seconds,
+            on_not_ready=self._shutting_down.set,
+            drain=stop.set,
+            schedule=loop.call_later,
+        )
         handled = (signal.SIGINT, signal.SIGTERM)
         for sig in handled:
-            loop.add_signal_handler(sig, on_exit)
+            loop.add_signal_handler(sig, grace.on_exit_signal)
         front.start()
         log.info(
             "REST API on http://%s:%d (the Rust front, %d threads)",
@@ -646,9 +639,8 @@ class _GracefulServer(uvicorn.Server):
         self._on_signal = on_signal
         self._deadline_sweep = deadline_sweep
         self._deadlines: asyncio.Task | None = None
-        self._on_not_ready = on_not_ready
-        self._grace_seconds = grace_seconds
-        self._grace: threading.Timer | None = None
+        self._last_signal: tuple[int, object] = (signal.SIGTERM, None)
+        self._grace = DrainGrace(grace_seconds, on_not_ready, self._drain, _start_timer)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -680,22 +672,20 @@ class _GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame) -> None:
-        """The first signal with a drain grace only turns readiness off; the drain itself
-        (listeners closed, gRPC stopped, models unloaded) starts when the grace ends, or
-        at once on a second signal. Without a grace a balancer learns of the drain from
-        refused connections, which one that does not retry (kube-proxy) passes on as
-        failed requests; with one its readiness checks take the replica out first."""
-        if self._grace_seconds > 0 and self._grace is None:
-            self._on_not_ready()
-            self._grace = threading.Timer(self._grace_seconds, self._drain, (sig, frame))
-            self._grace.daemon = True
-            self._grace.start()
-            log.info("not ready; draining in %.1fs (--drain_grace_seconds)", self._grace_seconds)
-            return
-        if self._grace is not None:
-            self._grace.cancel()
-        self._drain(sig, frame)
+        """SIGTERM/SIGINT: the drain grace's rule (ferry.drain_grace) decides when the
+        drain starts; the drain is uvicorn's own exit, after gRPC's stop is scheduled."""
+        self._last_signal = (sig, frame)
+        self._grace.on_exit_signal()
 
-    def _drain(self, sig: int, frame) -> None:
+    def _drain(self) -> None:
         self._on_signal()
-        super().handle_exit(sig, frame)
+        super().handle_exit(*self._last_signal)
+
+
+def _start_timer(seconds: float, callback: Callable[[], None]) -> threading.Timer:
+    """A started daemon timer: the uvicorn front's signal handler runs on the main thread,
+    outside the event loop."""
+    timer = threading.Timer(seconds, callback)
+    timer.daemon = True
+    timer.start()
+    return timer

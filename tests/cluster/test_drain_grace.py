@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 import requests
+from support.dataplane import rust_front_or_skip
 from support.models import scale_model, write_model
 from support.server import wait_until
 
@@ -17,11 +19,21 @@ ONES = {"instances": [[1.0, 1.0, 1.0, 1.0]]}
 GRACE_S = 2.0
 
 
+@pytest.fixture(params=["python", "rust"])
+def front(request: pytest.FixtureRequest) -> str:
+    """Both REST fronts follow one drain-grace rule (ferry.drain_grace)."""
+    if request.param == "rust":
+        rust_front_or_skip()
+    return request.param
+
+
 def test_after_sigterm_readiness_fails_while_requests_are_still_served(
-    model_root: Path, start_server
+    model_root: Path, start_server, front: str
 ) -> None:
     write_model(scale_model(2.0), model_root / "m", 1)
-    server = start_server(str(model_root), "--drain_grace_seconds", str(GRACE_S))
+    server = start_server(
+        str(model_root), "--drain_grace_seconds", str(GRACE_S), "--dataplane", front
+    )
     server.wait_version("m", 1)
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
@@ -39,9 +51,9 @@ def test_after_sigterm_readiness_fails_while_requests_are_still_served(
     assert "drain_grace_seconds" in server.log()
 
 
-def test_a_second_signal_ends_the_grace(model_root: Path, start_server) -> None:
+def test_a_second_signal_ends_the_grace(model_root: Path, start_server, front: str) -> None:
     write_model(scale_model(2.0), model_root / "m", 1)
-    server = start_server(str(model_root), "--drain_grace_seconds", "60")
+    server = start_server(str(model_root), "--drain_grace_seconds", "60", "--dataplane", front)
     server.wait_version("m", 1)
     server.process.send_signal(signal.SIGTERM)
     wait_until(lambda: server.get("/v2/health/ready").status_code == 503, 1.0, message="503")

@@ -10,9 +10,7 @@ test says so and checks what is still promised: the status and a closed connecti
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import shutil
 import signal
 import socket
 import threading
@@ -22,21 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.dataplane import rust_front_or_skip
 from support.models import mlp_model, scale_model, sleepy_model, write_model
 from support.server import FerryProcess, free_port, wait_until
 
 # Headers that differ between any two answers (a request id is generated per request).
 VOLATILE = {"x-request-id", "date"}
 LIMIT = 4096
-
-
-def _extension_or_skip() -> None:
-    try:
-        importlib.import_module("ferry._dataplane")
-    except ImportError:
-        if shutil.which("cargo"):
-            pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
-        pytest.skip("no cargo here: the Rust front is not built (ferry serves with Python)")
 
 
 @dataclass
@@ -128,7 +118,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def fronts(models: Path, tmp_path_factory: pytest.TempPathFactory):
-    _extension_or_skip()
+    rust_front_or_skip()
     logs = tmp_path_factory.mktemp("front-logs")
     common = [str(models), "--max_request_bytes", str(LIMIT), "--max_header_bytes", "16384"]
     python = FerryProcess([*common, "--dataplane", "python"], logs / "python.log")
@@ -268,7 +258,7 @@ def test_a_head_over_twice_the_limit_closes_the_connection_unanswered(fronts) ->
 
 
 def _server(models: Path, tmp_path: Path, *flags: str) -> FerryProcess:
-    _extension_or_skip()
+    rust_front_or_skip()
     return FerryProcess(
         [str(models), "--dataplane", "rust", *flags], tmp_path / "rust.log"
     ).wait_ready()
@@ -346,7 +336,7 @@ def test_a_dribbled_body_gets_the_python_fronts_408(models: Path, tmp_path: Path
 
 
 def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
-    _extension_or_skip()
+    rust_front_or_skip()
     write_model(sleepy_model(iterations=4000), tmp_path / "models" / "sleepy", 1)
     server = _server(tmp_path / "models", tmp_path)
     results: list[int] = []
@@ -369,7 +359,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
 
 
 def test_a_port_in_use_is_one_error_line(models: Path, tmp_path: Path) -> None:
-    _extension_or_skip()
+    rust_front_or_skip()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

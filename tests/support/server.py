@@ -13,7 +13,6 @@ from pathlib import Path
 
 import requests
 
-
 _HANDED_OUT: set[int] = set()
 
 

@@ -1,0 +1,19 @@
+"""Which REST fronts a test can start here: the Python front always, the Rust front where
+`make` built ferry._dataplane (it needs cargo)."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import pytest
+
+
+def rust_front_or_skip() -> None:
+    """Skip when this machine cannot build the Rust front; fail when it could but did not."""
+    try:
+        importlib.import_module("ferry._dataplane")
+    except ImportError:
+        if shutil.which("cargo"):
+            pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
+        pytest.skip("no cargo here: the Rust front is not built (ferry serves with Python)")
