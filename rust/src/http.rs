@@ -72,6 +72,17 @@ async fn read_capped(mut body: Incoming, cap: usize) -> Result<ReadBody, hyper::
     })
 }
 
+/// The routes whose handlers read a body of plain numeric rows (`{"instances": [[...]]}`)
+/// from the rows decoded here: TF Serving's `:predict`, and SageMaker's `/invocations`
+/// and runtime API (`/endpoints/{name}/invocations`), whose JSON payloads of that shape
+/// are TF Serving bodies. The handler alone decides whether it uses them (a CSV payload
+/// never does), so a route listed here needlessly costs a parse, never an answer.
+fn takes_float_rows(path: &[u8]) -> bool {
+    path.ends_with(b":predict")
+        || path == b"/invocations"
+        || (path.starts_with(b"/endpoints/") && path.ends_with(b"/invocations"))
+}
+
 fn declared_length(request: &HttpRequest<Incoming>) -> Option<u64> {
     request
         .headers()
@@ -175,7 +186,7 @@ pub async fn handle(
         None => (Bytes::from_static(b"/"), Bytes::new()),
     };
     let float_rows = (parts.method == Method::POST
-        && path.ends_with(b":predict")
+        && takes_float_rows(&path)
         && !parts.headers.contains_key(CONTENT_ENCODING)
         && !read.over_cap)
         .then(|| parse_float_rows(&read.bytes))
@@ -202,4 +213,20 @@ pub async fn handle(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::takes_float_rows;
+
+    #[test]
+    fn rows_are_decoded_for_the_routes_that_read_them() {
+        assert!(takes_float_rows(b"/v1/models/m:predict"));
+        assert!(takes_float_rows(b"/v1/models/m/versions/2:predict"));
+        assert!(takes_float_rows(b"/invocations"));
+        assert!(takes_float_rows(b"/endpoints/e/invocations"));
+        assert!(!takes_float_rows(b"/invocations/x"));
+        assert!(!takes_float_rows(b"/v1/models/m:classify"));
+        assert!(!takes_float_rows(b"/v2/models/m/infer"));
+    }
 }

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from ferry.codecs.float_rows import parse_float_rows
 from ferry.codecs.sagemaker_payload import (
     CSV,
     JSON,
     JSON_LINES,
+    InvocationBody,
     csv_instances,
     to_predict_body,
 )
+from ferry.codecs.tfserving_json import decode_predict_body
 from ferry.errors import InvalidArgument
+from ferry.tensor_limits import unlimited
+from ferry.tensors import Signature, TensorSpec
+
+WIDTH4 = {
+    "serving_default": Signature(
+        {"x": TensorSpec("x", np.dtype("float32"), (-1, 4))},
+        {"y": TensorSpec("y", np.dtype("float32"), (-1, 1))},
+    )
+}
 
 
 @pytest.mark.parametrize(
@@ -85,3 +98,35 @@ def test_csv_rows_are_instances(body: bytes, expected: list) -> None:
 def test_bad_csv_is_refused_with_the_reason(body: bytes, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         csv_instances(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"instances": [[1, 2.5, -3e-2, 4], [0.1, 0.2, 0.3, 0.4]]}', JSON),
+        (b'{"instances": [[1, 2, 3, 4]]}', JSON_LINES),
+        (b"[[1, 2, 3, 4], [5, 6, 7, 8]]", JSON),
+        (b"1,2,3,4\n5,6,7,8", CSV),
+    ],
+)
+def test_an_invocation_decodes_as_the_containers_rules_say(body: bytes, content_type: str) -> None:
+    """Rows taken by the fast path (simdjson's, or the Rust front's) give the arrays the
+    general path gives."""
+    want = decode_predict_body(to_predict_body(body, content_type), WIDTH4, unlimited())
+    for rows in (None, parse_float_rows(body)):
+        got = InvocationBody(body, content_type, rows).decode(WIDTH4, unlimited())
+        assert got.signature_name == want.signature_name
+        assert got.format == want.format
+        np.testing.assert_array_equal(got.inputs["x"], want.inputs["x"])
+        assert got.inputs["x"].dtype == want.inputs["x"].dtype
+
+
+def test_a_csv_invocation_never_reads_rows_decoded_as_json() -> None:
+    """A CSV payload that happens to read as JSON rows is CSV: the rows the Rust front
+    decoded from it are ignored, and the CSV reading's error stands."""
+    body = b'{"instances": [[1, 2, 3, 4]]}'
+    with pytest.raises(InvalidArgument) as general:
+        decode_predict_body(to_predict_body(body, CSV), WIDTH4, unlimited())
+    with pytest.raises(InvalidArgument) as fast:
+        InvocationBody(body, CSV, parse_float_rows(body)).decode(WIDTH4, unlimited())
+    assert fast.value.message == general.value.message

@@ -35,8 +35,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ferry.codecs.example_tasks import CLASSIFY, REGRESS
+from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION
 from ferry.codecs.json_parser import parse_json
-from ferry.codecs.sagemaker_payload import CONTENT_TYPES, JSON, JSON_LINES, JSONS, to_predict_body
+from ferry.codecs.sagemaker_payload import (
+    CONTENT_TYPES,
+    JSON,
+    JSON_LINES,
+    JSONS,
+    InvocationBody,
+    to_predict_body,
+)
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
     PredictBody,
@@ -171,19 +179,21 @@ class SageMakerInvocations:
             return await self._invoke_with_handlers(
                 handlers, scope, receive, api, model, version, label, method
             )
-        request = to_predict_body(
-            await read_body(scope, receive, self.limits.max_request_bytes), content_type
-        )
+        raw = await read_body(scope, receive, self.limits.max_request_bytes)
         if method != "predict":
             # As the container forwards the JSON to TF Serving's `:classify`/`:regress`.
             where = ExampleRequest(api, model, version, label, method)
+            request = to_predict_body(raw, content_type)
             body = await classify_or_regress(self.inference, self.limits, where, request)
             return _as_accepted(body, header(scope, b"accept"))
+        payload = InvocationBody(
+            raw, content_type, scope.get("extensions", {}).get(FLOAT_ROWS_EXTENSION)
+        )
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
             nonlocal decoded
-            decoded = decode_predict_body(request, served.signatures, self.limits.budget())
+            decoded = payload.decode(served.signatures, self.limits.budget())
             return decoded.signature_name, decoded.inputs
 
         prediction = await self.inference.predict(api, model, version, label, decode)
