@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="HEAD", help="git revision to compare against")
     parser.add_argument("--model", default="mlp_small", choices=sorted(INPUT_WIDTH))
-    parser.add_argument("--protocol", default="rest", choices=["rest", "grpc", "v2bin"])
+    parser.add_argument("--protocol", default="rest", choices=sorted(PROTOCOLS))
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -56,6 +56,8 @@ PROTOCOLS: dict[str, Protocol] = {
     "rest": Protocol("rest", "TF REST JSON", "rest", "wrk"),
     "grpc": Protocol("grpc", "TF gRPC tensor_content", "grpc", "h2load"),
     "v2bin": Protocol("v2bin", "V2 REST binary", "v2_rest", "wrk"),
+    # boto3's invoke_endpoint: SageMaker's runtime API with the TF Serving JSON body.
+    "sagemaker": Protocol("sagemaker", "SageMaker runtime JSON", "sagemaker_runtime", "wrk"),
 }
 
 
@@ -131,7 +133,7 @@ class Payload:
 def write_payload(protocol: Protocol, case: ModelCase, folder: Path) -> Payload:
     """Write the request body of `protocol` for `case` under `folder`."""
     path = folder / f"{case.model}.{protocol.name}.body"
-    if protocol.name == "rest":
+    if protocol.name in ("rest", "sagemaker"):
         path.write_bytes(predict_body(int(case.row.size)))
         return Payload(path, {"Content-Type": "application/json"})
     if protocol.name == "grpc":
@@ -155,6 +157,8 @@ def target_url(protocol: Protocol, case: ModelCase, rest_port: int, grpc_port: i
         return f"http://{HOST}:{grpc_port}{GRPC_PREDICT_PATH}"
     if protocol.name == "v2bin":
         return f"http://{HOST}:{rest_port}/v2/models/{case.model}/infer"
+    if protocol.name == "sagemaker":
+        return f"http://{HOST}:{rest_port}{sagemaker_path(case)}"
     return f"http://{HOST}:{rest_port}/v1/models/{case.model}:predict"
 
 
@@ -183,6 +187,20 @@ def check_rest(case: ModelCase, rest_port: int, grpc_port: int | None) -> None:
         raise WrongAnswer(f"TF REST: HTTP {status} {body[:200]!r}")
     predictions = json.loads(body)["predictions"]
     _compare(case, np.asarray(predictions, dtype=np.float32), "TF REST")
+
+
+def sagemaker_path(case: ModelCase) -> str:
+    """InvokeEndpoint's path: the endpoint named after the model."""
+    return f"/endpoints/{case.model}/invocations"
+
+
+def check_sagemaker(case: ModelCase, rest_port: int, grpc_port: int | None) -> None:
+    """SageMaker's runtime API: the TF REST body, the same predictions back."""
+    status, body = post(rest_port, sagemaker_path(case), predict_body(int(case.row.size)))
+    if status != 200:
+        raise WrongAnswer(f"SageMaker runtime: HTTP {status} {body[:200]!r}")
+    predictions = json.loads(body)["predictions"]
+    _compare(case, np.asarray(predictions, dtype=np.float32), "SageMaker runtime")
 
 
 def check_grpc(case: ModelCase, rest_port: int, grpc_port: int | None) -> None:
@@ -245,4 +263,5 @@ CHECKS: dict[str, Callable[[ModelCase, int, int | None], None]] = {
     "rest": check_rest,
     "grpc": check_grpc,
     "v2bin": check_v2bin,
+    "sagemaker": check_sagemaker,
 }

@@ -18,7 +18,7 @@ import traceback
 import click
 
 from ferry.distribution import install_hint
-from ferry.errors import ListenError
+from ferry.errors import ListenError, SetupError
 
 DEBUG_ENV = "FERRY_DEBUG"
 _DEBUG_META = "ferry.debug"
@@ -55,7 +55,7 @@ def known_failure(exc: BaseException) -> str | None:
     """The one line for a failure the user can fix without ferry's code, else None."""
     if isinstance(exc, ImportError):
         return _missing_package(exc)
-    if isinstance(exc, ListenError):
+    if isinstance(exc, ListenError | SetupError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"cannot listen: {exc.strerror or exc}"

@@ -119,6 +119,12 @@ class StorageError(FerryError):
         self.code = code
 
 
+class SetupError(Exception):
+    """The server cannot start as asked, for a reason its message names with the fix (an
+    option this install cannot honour). Not a request error: the `ferry` command prints it
+    as one line, like ListenError."""
+
+
 class ListenError(OSError):
     """A listener (REST, gRPC) could not open its address: in use or not allowed. Not a
     request error: it stops start-up, and the `ferry` command prints it as one line."""

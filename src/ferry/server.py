@@ -33,7 +33,7 @@ from ferry.auth.keys import KeyStore
 from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
 from ferry.dataplane.flags import Dataplane, DataplaneOptions
 from ferry.drain_grace import DrainGrace
-from ferry.errors import FerryError, ListenError
+from ferry.errors import FerryError, ListenError, SetupError
 from ferry.grpc_listen import grpc_addresses, grpc_server_arguments, grpc_tls_credentials
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
@@ -524,7 +524,7 @@ class FerryServer:
         from ferry.dataplane.front import RustHttpFront
 
         if self.options.rest_tls is not None:
-            raise FerryError(
+            raise SetupError(
                 "--dataplane rust does not serve HTTPS yet; with --ssl_certfile use "
                 "--dataplane python (docs/dataplane.md)"
             )

@@ -428,8 +428,51 @@ def test_without_the_extension_the_error_says_how_to_build_it(monkeypatch) -> No
     import sys
 
     from ferry.dataplane import front
-    from ferry.errors import FerryError
+    from ferry.errors import SetupError
 
     monkeypatch.setitem(sys.modules, "ferry._dataplane", None)
-    with pytest.raises(FerryError, match="--dataplane python serves without it"):
+    with pytest.raises(SetupError, match="--dataplane python serves without it"):
         front.load_extension()
+
+
+def test_https_on_the_rust_front_is_one_error_line(models: Path, tmp_path: Path) -> None:
+    """An option the Rust front cannot honour yet stops start-up with ferry's one line,
+    not as an unexpected error."""
+    import subprocess
+    import sys
+
+    from support.certificates import CertificateAuthority
+
+    rust_front_or_skip()
+    pair = CertificateAuthority(tmp_path / "tls").server()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferry.cli",
+            "serve",
+            str(models),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--rest_api_port",
+            str(free_port()),
+            "--dataplane",
+            "rust",
+            "--ssl_certfile",
+            str(pair.cert),
+            "--ssl_keyfile",
+            str(pair.key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        "Error: --dataplane rust does not serve HTTPS yet; with --ssl_certfile use "
+        "--dataplane python (docs/dataplane.md)"
+    ], done.stderr
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr

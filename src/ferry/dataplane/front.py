@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION, from_front
-from ferry.errors import FerryError, ListenError
+from ferry.errors import ListenError, SetupError
 from ferry.protocols.http_limits import (
     TransportRefusal,
     body_timeout,
@@ -50,11 +50,11 @@ DRAIN_POLL_SECONDS = 0.02
 
 
 def load_extension() -> Any:
-    """The compiled module, or a FerryError that says how to build it."""
+    """The compiled module, or a SetupError that says how to build it."""
     try:
         return importlib.import_module("ferry._dataplane")
     except ImportError as exc:
-        raise FerryError(
+        raise SetupError(
             "--dataplane rust: the Rust front is not built in this install (run `make serve` "
             "or `make test` in a clone where cargo is; docs/dataplane.md); "
             f"--dataplane python serves without it ({exc})"
