@@ -10,8 +10,8 @@ from ferry.codecs.sagemaker_payload import (
     CSV,
     JSON,
     JSON_LINES,
-    InvocationBody,
     csv_instances,
+    invocation_body,
     to_predict_body,
 )
 from ferry.codecs.tfserving_json import decode_predict_body
@@ -114,7 +114,7 @@ def test_an_invocation_decodes_as_the_containers_rules_say(body: bytes, content_
     general path gives."""
     want = decode_predict_body(to_predict_body(body, content_type), WIDTH4, unlimited())
     for rows in (None, parse_float_rows(body)):
-        got = InvocationBody(body, content_type, rows).decode(WIDTH4, unlimited())
+        got = invocation_body(body, content_type, rows).decode(WIDTH4, unlimited())
         assert got.signature_name == want.signature_name
         assert got.format == want.format
         np.testing.assert_array_equal(got.inputs["x"], want.inputs["x"])
@@ -128,5 +128,5 @@ def test_a_csv_invocation_never_reads_rows_decoded_as_json() -> None:
     with pytest.raises(InvalidArgument) as general:
         decode_predict_body(to_predict_body(body, CSV), WIDTH4, unlimited())
     with pytest.raises(InvalidArgument) as fast:
-        InvocationBody(body, CSV, parse_float_rows(body)).decode(WIDTH4, unlimited())
+        invocation_body(body, CSV, parse_float_rows(body)).decode(WIDTH4, unlimited())
     assert fast.value.message == general.value.message

@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.certificates import CertificateAuthority
+from support.cli import run_ferry
 from support.dataplane import rust_front_or_skip
 from support.models import mlp_model, scale_model, sleepy_model, write_model
 from support.server import FerryProcess, free_port, wait_until
@@ -389,35 +392,32 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
 
 
+def _serve_on_the_rust_front(
+    models: Path, rest_port: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`ferry serve` on the Rust front, for tests of how it refuses to start."""
+    return run_ferry(
+        "serve",
+        str(models),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--rest_api_port",
+        str(rest_port),
+        "--dataplane",
+        "rust",
+        *extra,
+    )
+
+
 def test_a_port_in_use_is_one_error_line(models: Path, tmp_path: Path) -> None:
     rust_front_or_skip()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        import subprocess
-        import sys
-
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ferry.cli",
-                "serve",
-                str(models),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(free_port()),
-                "--rest_api_port",
-                str(port),
-                "--dataplane",
-                "rust",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _serve_on_the_rust_front(models, port)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "could not listen" in errors[0], done.stderr
@@ -438,36 +438,10 @@ def test_without_the_extension_the_error_says_how_to_build_it(monkeypatch) -> No
 def test_https_on_the_rust_front_is_one_error_line(models: Path, tmp_path: Path) -> None:
     """An option the Rust front cannot honour yet stops start-up with ferry's one line,
     not as an unexpected error."""
-    import subprocess
-    import sys
-
-    from support.certificates import CertificateAuthority
-
     rust_front_or_skip()
     pair = CertificateAuthority(tmp_path / "tls").server()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ferry.cli",
-            "serve",
-            str(models),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-            "--rest_api_port",
-            str(free_port()),
-            "--dataplane",
-            "rust",
-            "--ssl_certfile",
-            str(pair.cert),
-            "--ssl_keyfile",
-            str(pair.key),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = _serve_on_the_rust_front(
+        models, free_port(), "--ssl_certfile", str(pair.cert), "--ssl_keyfile", str(pair.key)
     )
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]

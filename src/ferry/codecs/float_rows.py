@@ -18,7 +18,9 @@ bit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simdjson
@@ -37,6 +39,11 @@ class FloatRows:
 
     signature_name: str | None
     rows: np.ndarray
+
+
+def decoded_by_front(scope: Mapping[str, Any]) -> FloatRows | None:
+    """The rows the Rust front decoded from this ASGI request's body, if it did."""
+    return scope.get("extensions", {}).get(FLOAT_ROWS_EXTENSION)
 
 
 def from_front(decoded: tuple[str | None, int, int, bytearray]) -> FloatRows:

@@ -21,19 +21,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
 from typing import Any
 
-from ferry.codecs.float_rows import FloatRows, parse_float_rows
-from ferry.codecs.tfserving_json import (
-    DecodedPredict,
-    decode_float_rows,
-    decode_predict_body,
-    parse_json,
-)
+from ferry.codecs.float_rows import FloatRows
+from ferry.codecs.tfserving_json import PredictBody, parse_json
 from ferry.errors import InvalidArgument
-from ferry.tensor_limits import TensorBudget
-from ferry.tensors import Signature
 
 JSON = "application/json"
 JSON_LINES = "application/jsonlines"
@@ -54,33 +46,18 @@ def to_predict_body(body: bytes, content_type: str) -> dict[str, Any]:
     return json_predict_body(body)
 
 
-class InvocationBody:
-    """A predict payload, read before the model is known (so a malformed one is reported
-    first) and decoded against the serving version's signatures after, as
-    `tfserving_json.PredictBody` does for TF Serving's REST API.
-
-    A JSON payload of plain numeric rows (`{"instances": [[...], ...]}`) is a TF Serving
-    body the container passes unchanged, so it takes the same fast path as `:predict`:
-    rows parsed by simdjson, or already by the Rust front (`rows`). Every other payload
-    goes through `to_predict_body`'s rules."""
-
-    __slots__ = ("_content_type", "_raw", "_request", "_rows")
-
-    def __init__(self, raw: bytes, content_type: str, rows: FloatRows | None = None) -> None:
-        self._raw = raw
-        self._content_type = content_type
-        self._rows: FloatRows | None = None
-        if content_type in JSON_TYPES:  # a CSV payload is never read as JSON
-            self._rows = rows if rows is not None else parse_float_rows(raw)
-        self._request = None if self._rows is not None else to_predict_body(raw, content_type)
-
-    def decode(self, signatures: Mapping[str, Signature], budget: TensorBudget) -> DecodedPredict:
-        if self._rows is not None:
-            decoded = decode_float_rows(self._rows, signatures, budget)
-            if decoded is not None:
-                return decoded
-            self._request = to_predict_body(self._raw, self._content_type)
-        return decode_predict_body(self._request, signatures, budget)
+def invocation_body(raw: bytes, content_type: str, rows: FloatRows | None = None) -> PredictBody:
+    """A predict payload, read as `:predict` reads its body: a JSON payload of plain
+    numeric rows (`{"instances": [[...], ...]}`) is a TF Serving body the container passes
+    unchanged, so it takes the same rows path (simdjson's, or the Rust front's `rows`).
+    Every other payload goes through `to_predict_body`'s rules; a CSV one never reads as
+    rows."""
+    return PredictBody(
+        raw,
+        rows,
+        read=lambda body: to_predict_body(body, content_type),
+        may_be_rows=content_type in JSON_TYPES,
+    )
 
 
 def json_predict_body(body: bytes) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,22 +84,33 @@ class PredictBody:
     """A `:predict` body, parsed before the model is known (so malformed JSON is
     reported first, as before) and decoded against the serving version's signatures
     after. Plain numeric rows take the simdjson path (`float_rows`); everything else,
-    and rows the signature cannot take that way, the general orjson path."""
+    and rows the signature cannot take that way, the general path (`read`)."""
 
-    __slots__ = ("_parsed", "_raw", "_rows")
+    __slots__ = ("_parsed", "_raw", "_read", "_rows")
 
-    def __init__(self, raw: bytes, rows: FloatRows | None = None) -> None:
-        """`rows`: the body's rows when the Rust front decoded them already."""
+    def __init__(
+        self,
+        raw: bytes,
+        rows: FloatRows | None = None,
+        read: Callable[[bytes], Any] = parse_json,
+        may_be_rows: bool = True,
+    ) -> None:
+        """`rows`: the body's rows when the Rust front decoded them already. `read`: the
+        general path's parser (SageMaker's payload rules read more than TF Serving's JSON);
+        `may_be_rows` False keeps a body off the rows path (a CSV payload)."""
         self._raw = raw
-        self._rows = rows if rows is not None else parse_float_rows(raw)
-        self._parsed: Any = None if self._rows is not None else parse_json(raw)
+        self._read = read
+        self._rows: FloatRows | None = None
+        if may_be_rows:
+            self._rows = rows if rows is not None else parse_float_rows(raw)
+        self._parsed: Any = None if self._rows is not None else read(raw)
 
     def decode(self, signatures: Mapping[str, Signature], budget: TensorBudget) -> DecodedPredict:
         if self._rows is not None:
             decoded = decode_float_rows(self._rows, signatures, budget)
             if decoded is not None:
                 return decoded
-            self._parsed = parse_json(self._raw)
+            self._parsed = self._read(self._raw)
         return decode_predict_body(self._parsed, signatures, budget)
 
 

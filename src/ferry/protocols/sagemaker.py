@@ -35,14 +35,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ferry.codecs.example_tasks import CLASSIFY, REGRESS
-from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION
+from ferry.codecs.float_rows import decoded_by_front
 from ferry.codecs.json_parser import parse_json
 from ferry.codecs.sagemaker_payload import (
     CONTENT_TYPES,
     JSON,
     JSON_LINES,
     JSONS,
-    InvocationBody,
+    invocation_body,
     to_predict_body,
 )
 from ferry.codecs.tfserving_json import (
@@ -186,9 +186,7 @@ class SageMakerInvocations:
             request = to_predict_body(raw, content_type)
             body = await classify_or_regress(self.inference, self.limits, where, request)
             return _as_accepted(body, header(scope, b"accept"))
-        payload = InvocationBody(
-            raw, content_type, scope.get("extensions", {}).get(FLOAT_ROWS_EXTENSION)
-        )
+        payload = invocation_body(raw, content_type, decoded_by_front(scope))
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:

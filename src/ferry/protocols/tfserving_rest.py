@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ferry.codecs.example_tasks import check_predict_method, example_task
-from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION
+from ferry.codecs.float_rows import decoded_by_front
 from ferry.codecs.tf_example import examples_from_json, results_json, serialized_examples
 from ferry.codecs.tfserving_json import (
     DecodedPredict,
@@ -167,7 +167,7 @@ class TFServingRest:
         if method != "predict":
             answer = await self._classify_or_regress(method, match, version, parse_json(raw))
             return answer, JSON, []
-        body = PredictBody(raw, scope.get("extensions", {}).get(FLOAT_ROWS_EXTENSION))
+        body = PredictBody(raw, decoded_by_front(scope))
         decoded: DecodedPredict | None = None
 
         def decode(served: ServedVersion) -> tuple[str, dict]:
