@@ -63,6 +63,8 @@ test: $(TEST_STAMP) cluster-tools $(DATAPLANE)
 	$(BIN)/ruff check src tests benchmarks
 	@if command -v cargo >/dev/null; then \
 		cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings && cargo test $(CARGO_FLAGS); fi
+	@if command -v cargo >/dev/null && cargo fmt --version >/dev/null 2>&1; then \
+		cargo fmt --manifest-path rust/Cargo.toml --check; fi
 	$(BIN)/python -m pytest -q
 
 bench: $(TEST_STAMP)

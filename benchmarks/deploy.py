@@ -496,7 +496,7 @@ def auth_cost(folder: Path, args: argparse.Namespace, notes: list[str]) -> list[
             port, grpc_port = free_port(), free_port()
             argv = [
                 ferry, "serve", str(root), "--host", HOST, "--rest_api_port", str(port),
-                "--port", str(grpc_port), *extra,
+                "--port", str(grpc_port), *args.ferry_args, *extra,
             ]  # fmt: skip
             # The auth server refuses the unauthenticated probe; it is waited for below.
             probes = {} if extra else {SMALL: body}
@@ -726,6 +726,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated APIs for the auth cost: {', '.join(AUTH_APIS)} (default both)",
     )
     parser.add_argument("--quick", action="store_true", help="2 versions, 1 round of 5 s")
+    # `--ferry-arg=--dataplane=rust`: the auth cost on the Rust front (both servers get it).
+    parser.add_argument(
+        "--ferry-arg",
+        action="append",
+        default=[],
+        dest="ferry_args",
+        help="an extra `ferry serve` argument for both auth servers (repeatable)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.quick:
@@ -749,7 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "with --s3_event_queue_url (mode events)"),
         ("auth", f"wrk -t1 -c{args.connections}, {args.duration:g} s per run after "
                  f"{args.warmup:g} s warm-up, {args.rounds} round(s) of none / sigv4 / bearer, "
-                 "both servers running, ferry defaults otherwise"),
+                 "both servers running, ferry defaults otherwise"
+                 + (f" but {' '.join(args.ferry_args)}" if args.ferry_args else "")),
     ]  # fmt: skip
     notes: list[str] = []
     cold: list[ColdStart] = []

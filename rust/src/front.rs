@@ -2,6 +2,7 @@
 //! drain. Its threads are a tokio runtime of their own, so a busy Python loop never
 //! delays accepting, parsing or writing.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
 
+use crate::auth::{KeyTable, Keys};
 use crate::handoff::{Handoff, Request};
 use crate::http::{handle, Shared};
 use crate::limits::{Limits, Refusal};
@@ -109,6 +111,7 @@ impl HttpFront {
             limits,
             handoff,
             in_flight: AtomicUsize::new(0),
+            keys: Keys::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let drained = Arc::new(AtomicBool::new(false));
@@ -150,6 +153,24 @@ impl HttpFront {
             .into_iter()
             .map(|request| Py::new(py, request))
             .collect()
+    }
+
+    /// Publishes `--auth`'s keys (SigV4 secrets by access key id, token key ids by the
+    /// token's SHA-256): from now on requests they sign validly reach Python marked
+    /// (`Request.credentials`) with `generation`.
+    fn set_keys(
+        &self,
+        generation: u64,
+        secrets: HashMap<String, String>,
+        token_ids: HashMap<String, String>,
+        max_skew_seconds: f64,
+    ) {
+        self.shared.keys.publish(KeyTable::new(
+            generation,
+            secrets,
+            token_ids,
+            max_skew_seconds,
+        ));
     }
 
     /// Requests handed to Python and not answered yet.
@@ -229,7 +250,8 @@ async fn accept_loop(
     connections: Arc<AtomicUsize>,
 ) {
     let limits = shared.limits.clone();
-    let permits = (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    let permits =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
     let over_limit = Arc::new(limits.too_many_connections.raw_response());
     let linger = Linger {
         seconds: limits.refusal_linger,

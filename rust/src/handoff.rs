@@ -17,6 +17,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
 
+use crate::auth::Verified;
 use crate::codec::float_rows::FloatRows;
 use tokio::sync::oneshot;
 
@@ -37,6 +38,7 @@ pub struct Request {
     body: Bytes,
     client: (String, u16),
     float_rows: Option<FloatRows>,
+    verified: Option<Verified>,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
 }
 
@@ -63,6 +65,7 @@ impl Request {
         body: Bytes,
         client: (String, u16),
         float_rows: Option<FloatRows>,
+        verified: Option<Verified>,
         reply: oneshot::Sender<Reply>,
     ) -> Self {
         Self {
@@ -73,6 +76,7 @@ impl Request {
             body,
             client,
             float_rows,
+            verified,
             reply: Mutex::new(Some(reply)),
         }
     }
@@ -122,7 +126,19 @@ impl Request {
     /// (`codec::float_rows`); None for any other request or body.
     #[getter]
     fn float_rows<'py>(&self, py: Python<'py>) -> Option<PyFloatRows<'py>> {
-        self.float_rows.as_ref().map(|rows| float_rows_to_python(py, rows))
+        self.float_rows
+            .as_ref()
+            .map(|rows| float_rows_to_python(py, rows))
+    }
+
+    /// `(generation, key id, check seconds)` when the front verified the request's
+    /// credentials against the keys of that generation (`auth`); None otherwise, and
+    /// Python's check judges the request.
+    #[getter]
+    fn credentials(&self) -> Option<(u64, String, f64)> {
+        self.verified
+            .as_ref()
+            .map(|v| (v.generation, v.key_id.clone(), v.seconds))
     }
 
     /// The peer's address and port.
@@ -226,6 +242,7 @@ mod tests {
             vec![],
             Bytes::new(),
             ("127.0.0.1".into(), 1),
+            None,
             None,
             tx,
         );

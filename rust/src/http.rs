@@ -15,6 +15,7 @@ use hyper::header::{
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use tokio::sync::oneshot;
 
+use crate::auth::Keys;
 use crate::codec::float_rows::parse_float_rows;
 use crate::handoff::{Handoff, Reply, Request};
 use crate::limits::{Limits, Refusal};
@@ -25,6 +26,8 @@ pub struct Shared {
     pub handoff: Arc<Handoff>,
     /// Requests handed to Python and not answered yet.
     pub in_flight: AtomicUsize,
+    /// `--auth`'s keys, once Python has published them.
+    pub keys: Keys,
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -138,7 +141,10 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let _counted = InFlight::enter(&shared.in_flight);
-    let target = request.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |pq| pq.as_str().len());
     let sizes = request
         .headers()
         .iter()
@@ -167,6 +173,17 @@ pub async fn handle(
             Ok(Err(_)) => return Ok(unanswered()), // the client broke off mid-body
             Ok(Ok(read)) => read,
         }
+    };
+    let verified = if read.over_cap {
+        None // refused by Python for its size, credentials or not
+    } else {
+        shared.keys.verify(
+            parts.method.as_str(),
+            parts.uri.path().as_bytes(),
+            parts.uri.query().unwrap_or("").as_bytes(),
+            &parts.headers,
+            &read.bytes,
+        )
     };
     let headers = parts
         .headers
@@ -200,6 +217,7 @@ pub async fn handle(
         read.bytes,
         (peer.ip().to_string(), peer.port()),
         float_rows,
+        verified,
         sender,
     ));
     let mut response = match receiver.await {

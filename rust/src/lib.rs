@@ -7,12 +7,17 @@
 //! reference for wire behaviour: Rust writes no error text of its own (the transport
 //! refusals come from Python's table, `ferry.protocols.http_limits`).
 
+mod auth;
 mod codec;
 mod front;
 mod handoff;
 mod http;
 mod limits;
 
+use std::collections::HashMap;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -27,11 +32,43 @@ fn parse_float_rows<'py>(
         .map(|rows| handoff::float_rows_to_python(py, &rows))
 }
 
+/// The front's credential check on its own (what it runs on every request under
+/// `--auth`), for the equivalence tests against `ferry.auth.sigv4.verify`: the key id it
+/// accepts the request for, or None (Python then judges it). `headers` as ASGI has them.
+#[pyfunction]
+#[pyo3(signature = (secrets, token_ids, max_skew_seconds, method, path, query, headers, body))]
+#[allow(clippy::too_many_arguments)]
+fn verify_credentials(
+    secrets: HashMap<String, String>,
+    token_ids: HashMap<String, String>,
+    max_skew_seconds: f64,
+    method: &str,
+    path: &[u8],
+    query: &[u8],
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: &[u8],
+) -> PyResult<Option<String>> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name =
+            HeaderName::from_bytes(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let value =
+            HeaderValue::from_bytes(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        map.append(name, value);
+    }
+    let keys = auth::Keys::default();
+    keys.publish(auth::KeyTable::new(1, secrets, token_ids, max_skew_seconds));
+    Ok(keys
+        .verify(method, path, query, &map, body)
+        .map(|verified| verified.key_id))
+}
+
 #[pymodule]
 fn _dataplane(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<front::HttpFront>()?;
     module.add_class::<handoff::Request>()?;
     module.add_function(wrap_pyfunction!(parse_float_rows, module)?)?;
+    module.add_function(wrap_pyfunction!(verify_credentials, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

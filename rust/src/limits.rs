@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(limits.head_refusal(10, [(2, 5)]).unwrap().status, 431);
         assert_eq!(limits.head_refusal(21, []).unwrap().status, 414);
         assert_eq!(
-            limits.head_refusal(1, [(1, 1), (1, 1), (1, 1)]).unwrap().status,
+            limits
+                .head_refusal(1, [(1, 1), (1, 1), (1, 1)])
+                .unwrap()
+                .status,
             432
         );
     }

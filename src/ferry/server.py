@@ -536,6 +536,8 @@ class FerryServer:
             self.options.max_request_bytes,
             self.options.dataplane.thread_count(),
         )
+        if self.authenticator is not None:
+            self.authenticator.publish_to(front.publish_keys)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         grace = DrainGrace(

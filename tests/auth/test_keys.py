@@ -23,6 +23,7 @@ from ferry.auth.keys import (
     KeyStore,
     add_key,
     read_key_file,
+    revoke_key,
     token_hash,
 )
 from ferry.cli import main
@@ -143,6 +144,25 @@ def test_lookups_do_not_read_the_file_between_rechecks(tmp_path: Path) -> None:
     store = KeyStore(path, recheck_seconds=3600)
     path.unlink()  # gone: lookups still answer from memory
     assert store.secret_for(key.entry.id) == key.secret
+
+
+def test_subscribers_get_every_new_key_set_with_its_generation(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    sigv4_key = add_key(path, SIGV4)
+    token = add_key(path, TOKEN)
+    store = KeyStore(path, recheck_seconds=0)
+    published = []
+    store.subscribe(published.append)
+    assert [s.generation for s in published] == [store.generation]
+    assert published[0].secrets == {sigv4_key.entry.id: sigv4_key.secret}
+    assert published[0].token_ids == {token_hash(token.secret): token.entry.id}
+    assert store.current_generation() == published[0].generation  # unchanged file: no new set
+    revoke_key(path, sigv4_key.entry.id)
+    assert store.current_generation() == published[0].generation + 1
+    assert published[-1].generation == store.generation and published[-1].secrets == {}
+    path.chmod(0o644)  # unsafe now: the last good keys stay, and so does their generation
+    path.write_bytes(path.read_bytes() + b" ")
+    assert store.current_generation() == published[-1].generation
 
 
 # -- scopes -----------------------------------------------------------------------------------

@@ -211,7 +211,10 @@ mod tests {
             Some((None, 2, 2, vec![1.0, 2.5, -0.0, 100.0]))
         );
         let (_, _, _, zero) = rows(r#"{"instances": [[-0]]}"#).unwrap();
-        assert!(zero[0].is_sign_positive(), "an integer -0 is +0.0, as simdjson has it");
+        assert!(
+            zero[0].is_sign_positive(),
+            "an integer -0 is +0.0, as simdjson has it"
+        );
         assert_eq!(
             rows(r#"{"instances": [[1]]}"#).map(|r| r.3),
             Some(vec![1.0])
@@ -258,7 +261,11 @@ mod tests {
 
     #[test]
     fn doubles_are_correctly_rounded() {
-        let (_, _, _, values) = rows(r#"{"instances": [[0.1, 123456789012345, 2.2250738585072014e-308]]}"#).unwrap();
-        assert_eq!(values, vec![0.1, 123456789012345.0, 2.2250738585072014e-308]);
+        let (_, _, _, values) =
+            rows(r#"{"instances": [[0.1, 123456789012345, 2.2250738585072014e-308]]}"#).unwrap();
+        assert_eq!(
+            values,
+            vec![0.1, 123456789012345.0, 2.2250738585072014e-308]
+        );
     }
 }

@@ -41,6 +41,7 @@ import secrets
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,6 +268,16 @@ def revoke_key(path: Path, key_id: str) -> KeyEntry:
     return next(e for e in entries if e.id == key_id)
 
 
+@dataclass(frozen=True)
+class KeySet:
+    """One loaded set of keys: SigV4 secrets by access key id, token key ids by the
+    token's SHA-256 (hex)."""
+
+    generation: int
+    secrets: dict[str, str]
+    token_ids: dict[str, str]
+
+
 class KeyStore:
     """The key file's keys, in memory. Lookups are dict accesses; the file's stat is
     checked at most every `recheck_seconds` (from the request path, so a revoked key
@@ -275,6 +286,9 @@ class KeyStore:
     Not locked: called from the server's one event loop (HTTP and gRPC share it).
     A file that turns unsafe or unreadable later keeps the last good keys, with an
     error in the log, rather than locking every client out.
+
+    `generation` counts the key sets loaded; `subscribe` hands each new set to a
+    callback (the Rust front's checks, ferry.auth.middleware.Authenticator.publish_to).
     """
 
     def __init__(self, path: Path, recheck_seconds: float = 2.0) -> None:
@@ -283,6 +297,8 @@ class KeyStore:
         self._secrets: dict[str, str] = {}
         self._tokens: dict[str, str] = {}
         self._scopes: dict[str, frozenset[str]] = {}
+        self.generation = 0
+        self._subscribers: list[Callable[[KeySet], None]] = []
         self._signature: tuple[int, int, int, int] | None = None
         self._next_check = 0.0
         self._load(read_key_file(path))
@@ -296,6 +312,24 @@ class KeyStore:
         self._secrets = {e.id: e.secret for e in entries if e.kind == SIGV4}
         self._tokens = {e.sha256: e.id for e in entries if e.kind == TOKEN}
         self._scopes = {e.id: frozenset(e.scopes) for e in entries}
+        self.generation += 1
+        for subscriber in self._subscribers:
+            subscriber(self.key_set())
+
+    def key_set(self) -> KeySet:
+        """The keys now loaded, with their generation."""
+        return KeySet(self.generation, dict(self._secrets), dict(self._tokens))
+
+    def subscribe(self, callback: Callable[[KeySet], None]) -> None:
+        """Call `callback` with the keys now, and again whenever the file's keys change."""
+        self._subscribers.append(callback)
+        callback(self.key_set())
+
+    def current_generation(self) -> int:
+        """The generation of the keys in force, after re-reading a changed file (as every
+        lookup does)."""
+        self.refresh()
+        return self.generation
 
     def _stat_signature(self) -> tuple[int, int, int, int] | None:
         try:

@@ -25,6 +25,12 @@ APIs (ferry.model_control's one list, `is_admin_http` and `ADMIN_GRPC_METHODS`) 
 the path's form (AccessDeniedException under `/endpoints/`), gRPC PERMISSION_DENIED.
 The admin APIs also need `--enable_model_control`, which their handlers check.
 
+With `--dataplane rust` the front checks SigV4 signatures and bearer tokens on its own
+threads (rust/src/auth): a request it finds valid arrives marked with the key id and the
+key file's generation it was checked against (`VERIFIED_EXTENSION`), and only the scope
+check runs here. The front accepts, never refuses: every request it cannot prove valid
+is checked here as on the Python front, so every refusal keeps this module's words.
+
 Secrets never reach the log: refusals are logged at debug level with the reason and
 the key id at most, and counted in `ferry_auth_refused_total{api,reason}`. The time
 spent checking is counted in `ferry_auth_check_seconds_total` and
@@ -42,7 +48,7 @@ import grpc
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
-from ferry.auth.keys import ADMIN, INFER, KeyStore
+from ferry.auth.keys import ADMIN, INFER, KeySet, KeyStore
 from ferry.distribution import install_hint
 from ferry.errors import FerryError
 from ferry.model_control import ADMIN_GRPC_METHODS, is_admin_http
@@ -61,6 +67,12 @@ OPEN_GRPC_METHODS = frozenset(
     }
 )
 RUNTIME_PREFIX = "/endpoints/"
+# The scope extension the Rust front sets on a request whose credentials it verified:
+# (key file generation, key id, seconds the check took). Only ferry.dataplane.front
+# sets it; no header can.
+VERIFIED_EXTENSION = "ferry.verified_credentials"
+# What the Rust front is given to verify with (ferry._dataplane.HttpFront.set_keys).
+SetKeys = Callable[[int, dict[str, str], dict[str, str], float], None]
 _BEARER = "bearer "
 _SIGV4 = "AWS4-HMAC-SHA256"
 
@@ -106,6 +118,11 @@ class AuthMetrics:
             ["api", "reason"],
             registry=registry,
         )
+        self.front_verified = Counter(
+            "ferry_auth_front_verified",
+            "Credential checks made by the Rust front (--dataplane rust) off the event loop.",
+            registry=registry,
+        )
         # Children resolved once: labels() costs a lock and a dict lookup per call.
         self._checks = {api: self.checks.labels(api) for api in ("http", "grpc")}
         self._seconds = {api: self.seconds.labels(api) for api in ("http", "grpc")}
@@ -130,6 +147,32 @@ class Authenticator:
             )
             sigv4 = None
         self._sigv4 = sigv4
+
+    def publish_to(self, set_keys: SetKeys) -> None:
+        """Give the Rust front the keys to verify with, now and on every change of the
+        key file. SigV4 secrets only where this server checks SigV4 itself (botocore
+        installed): the front must accept nothing this module would refuse."""
+
+        def publish(keys: KeySet) -> None:
+            if self._sigv4 is None:
+                set_keys(keys.generation, {}, keys.token_ids, 0.0)
+            else:
+                set_keys(
+                    keys.generation, keys.secrets, keys.token_ids, self._sigv4.MAX_SKEW_SECONDS
+                )
+
+        self.keys.subscribe(publish)
+
+    def front_verified(self, scope: Scope) -> tuple[str, float] | None:
+        """(key id, check seconds) of a request the Rust front verified against the keys
+        in force now; None when it did not (or checked against keys since replaced)."""
+        verified = scope.get("extensions", {}).get(VERIFIED_EXTENSION)
+        if verified is None:
+            return None
+        generation, key_id, seconds = verified
+        if generation != self.keys.current_generation():
+            return None
+        return key_id, seconds
 
     def check_bearer(self, value: str) -> str:
         """The key id of a `Bearer <token>` header value, or AuthRefused."""
@@ -195,6 +238,10 @@ class HttpAuth:
         if scope["type"] != "http" or scope["path"] in OPEN_HTTP_PATHS:
             await self.app(scope, receive, send)
             return
+        verified = self.authenticator.front_verified(scope)
+        if verified is not None:
+            await self._pass_verified(scope, receive, send, *verified)
+            return
         started = time.perf_counter()
         authorization = ""
         for name, value in scope["headers"]:
@@ -229,6 +276,21 @@ class HttpAuth:
             await self.app(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _pass_verified(
+        self, scope: Scope, receive: Receive, send: Send, key_id: str, seconds: float
+    ) -> None:
+        """A request whose credentials the Rust front verified: the scope check only."""
+        self.authenticator.metrics.front_verified.inc()
+        try:
+            self.authenticator.authorize(key_id, is_admin_http(scope["method"], scope["path"]))
+        except AuthRefused as exc:
+            self.authenticator.metrics.observe("http", seconds)
+            self.authenticator.refuse("http", exc, f"{scope['method']} {scope['path']}")
+            await _send_refusal(send, scope["path"], exc)
+            return
+        self.authenticator.metrics.observe("http", seconds)
+        await self.app(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

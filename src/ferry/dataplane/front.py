@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
+from ferry.auth.middleware import VERIFIED_EXTENSION
 from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION, from_front
 from ferry.errors import ListenError, SetupError
 from ferry.protocols.http_limits import (
@@ -113,6 +114,16 @@ class RustHttpFront:
     def port(self) -> int:
         return self._front.port
 
+    def publish_keys(
+        self,
+        generation: int,
+        secrets: dict[str, str],
+        token_ids: dict[str, str],
+        max_skew_seconds: float,
+    ) -> None:
+        """`--auth`'s keys for the front's own checks (ferry.auth.middleware's SetKeys)."""
+        self._front.set_keys(generation, secrets, token_ids, max_skew_seconds)
+
     @property
     def in_flight(self) -> int:
         return self._front.in_flight
@@ -145,9 +156,15 @@ class RustHttpFront:
             "query_string": request.query,
             "headers": request.headers,
         }
+        extensions = {}
         rows = request.float_rows
         if rows is not None:
-            scope["extensions"] = {FLOAT_ROWS_EXTENSION: from_front(rows)}
+            extensions[FLOAT_ROWS_EXTENSION] = from_front(rows)
+        credentials = request.credentials
+        if credentials is not None:
+            extensions[VERIFIED_EXTENSION] = credentials
+        if extensions:
+            scope["extensions"] = extensions
         return scope
 
     def _messages(self, body: bytes) -> list[Message]:
