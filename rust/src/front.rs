@@ -13,7 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +25,7 @@ use crate::auth::{KeyTable, Keys};
 use crate::handoff::{Handoff, Request};
 use crate::http::{handle, Shared};
 use crate::limits::{Limits, Refusal};
+use crate::tls::{ClientCertificate, Tls, HANDSHAKE_RECORD};
 
 /// An HTTP/1.1 front on one address; see the module docs of `ferry.dataplane`.
 #[pyclass(frozen, module = "ferry._dataplane")]
@@ -35,6 +36,30 @@ pub struct HttpFront {
     drained: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
     address: SocketAddr,
+    tls_on: bool,
+}
+
+/// HTTPS settings as Python passes them: the PEM texts of the certificate chain, its key
+/// and the client CAs, the client certificate mode, and the answer to plain HTTP.
+type TlsArguments<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Option<Bound<'py, PyBytes>>,
+    String,
+    (u16, Bound<'py, PyBytes>),
+);
+
+fn tls_of(arguments: TlsArguments<'_>) -> PyResult<Tls> {
+    let (cert, key, ca, mode, plain_http) = arguments;
+    let mode = ClientCertificate::parse(&mode).map_err(PyValueError::new_err)?;
+    Tls::new(
+        cert.as_bytes(),
+        key.as_bytes(),
+        ca.as_ref().map(|ca| ca.as_bytes()),
+        mode,
+        &refusal_of(plain_http),
+    )
+    .map_err(PyValueError::new_err)
 }
 
 fn refusal_of(pair: (u16, Bound<'_, PyBytes>)) -> Refusal {
@@ -53,7 +78,7 @@ impl HttpFront {
         host, port, *, threads, max_header_bytes, max_header_count, header_timeout_seconds,
         body_timeout_seconds, max_connections, max_request_bytes,
         too_many_connections, body_timeout, head_too_large, url_too_long, too_many_headers,
-        refusal_linger_seconds, refusal_linger_bytes, max_lingering_refusals
+        refusal_linger_seconds, refusal_linger_bytes, max_lingering_refusals, tls = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -74,6 +99,7 @@ impl HttpFront {
         refusal_linger_seconds: f64,
         refusal_linger_bytes: usize,
         max_lingering_refusals: usize,
+        tls: Option<TlsArguments<'_>>,
     ) -> PyResult<Self> {
         let seconds = |s: f64| Duration::from_secs_f64(s.max(0.001));
         let limits = Limits {
@@ -92,6 +118,7 @@ impl HttpFront {
             refusal_linger_bytes,
             max_lingering_refusals,
         };
+        let tls = tls.map(tls_of).transpose()?.map(Arc::new);
         let listener = StdListener::bind((host, port))
             .map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
         listener.set_nonblocking(true)?;
@@ -112,13 +139,16 @@ impl HttpFront {
             handoff,
             in_flight: AtomicUsize::new(0),
             keys: Keys::default(),
+            refused_connections: AtomicUsize::new(0),
         });
+        let tls_on = tls.is_some();
         let (stop, stopped) = watch::channel(false);
         let drained = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
         runtime.spawn(accept_loop(
             listener,
             shared.clone(),
+            tls,
             stopped,
             drained.clone(),
             connections.clone(),
@@ -130,7 +160,14 @@ impl HttpFront {
             drained,
             connections,
             address,
+            tls_on,
         })
+    }
+
+    /// Whether the front serves HTTPS.
+    #[getter]
+    fn tls(&self) -> bool {
+        self.tls_on
     }
 
     /// The port listened on (the one asked for, or the one the system chose for 0).
@@ -177,6 +214,12 @@ impl HttpFront {
     #[getter]
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused over `--max_connections` since the front started.
+    #[getter]
+    fn refused_connections(&self) -> usize {
+        self.shared.refused_connections.load(Ordering::Relaxed)
     }
 
     /// Open connections.
@@ -242,9 +285,32 @@ async fn refuse(mut stream: TcpStream, response: Arc<Vec<u8>>, linger: Linger) {
     .await;
 }
 
+enum Handshake {
+    Done(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    PlainHttp(TcpStream),
+    Failed,
+}
+
+/// The TLS handshake of an accepted connection, within the head deadline (counted from
+/// accept, as the Python front counts it); a first byte that starts no handshake is
+/// plain HTTP, which gets Python's 400.
+async fn tls_handshake(stream: TcpStream, tls: &Tls, deadline: tokio::time::Instant) -> Handshake {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) => return Handshake::PlainHttp(stream),
+        _ => return Handshake::Failed, // closed, reset or silent past the deadline
+    }
+    match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Handshake::Done(Box::new(stream)),
+        _ => Handshake::Failed,
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
     mut stopped: watch::Receiver<bool>,
     drained: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
@@ -283,6 +349,8 @@ async fn accept_loop(
             Some(permits) => match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
+                    shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                    shared.handoff.wake();
                     tokio::spawn(refuse(stream, over_limit.clone(), linger.clone()));
                     continue;
                 }
@@ -292,11 +360,37 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let service = service_fn(move |request| handle(request, shared.clone(), peer));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         let open = connections.clone();
         open.fetch_add(1, Ordering::Relaxed);
+        let Some(tls) = tls.clone() else {
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = connection.await;
+                open.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+            continue;
+        };
+        let (builder, watcher, linger) = (builder.clone(), graceful.watcher(), linger.clone());
+        let head_deadline = tokio::time::Instant::now() + limits.header_timeout;
+        let mut stopping = stopped.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            // A drain does not wait for handshakes: the connection has no request yet.
+            let handshake = tokio::select! {
+                handshake = tls_handshake(stream, &tls, head_deadline) => handshake,
+                _ = stopping.wait_for(|stop| *stop) => Handshake::Failed,
+            };
+            match handshake {
+                Handshake::Done(stream) => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection).await;
+                }
+                Handshake::PlainHttp(stream) => {
+                    refuse(stream, tls.plain_http.clone(), linger).await
+                }
+                Handshake::Failed => {}
+            }
             open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });

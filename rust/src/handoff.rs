@@ -212,6 +212,12 @@ impl Handoff {
         }
     }
 
+    /// Wakes the loop with no request queued (it then looks at the front's counters:
+    /// a refused connection is logged at once, as on the Python front).
+    pub fn wake(&self) {
+        let _ = (&self.wake_writer).write(&[1]);
+    }
+
     /// Every queued request. The wake-up bytes are read first, so a request pushed after
     /// this call's swap always writes a new one.
     pub fn take(&self) -> Vec<Request> {

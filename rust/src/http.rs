@@ -28,6 +28,8 @@ pub struct Shared {
     pub in_flight: AtomicUsize,
     /// `--auth`'s keys, once Python has published them.
     pub keys: Keys,
+    /// Connections refused over `--max_connections` since start (Python logs them).
+    pub refused_connections: AtomicUsize,
 }
 
 /// Counts a request in flight for as long as it lives.

@@ -13,6 +13,7 @@ mod front;
 mod handoff;
 mod http;
 mod limits;
+mod tls;
 
 use std::collections::HashMap;
 

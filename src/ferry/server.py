@@ -33,7 +33,7 @@ from ferry.auth.keys import KeyStore
 from ferry.auth.middleware import Authenticator, AuthMetrics, GrpcAuth, HttpAuth
 from ferry.dataplane.flags import Dataplane, DataplaneOptions
 from ferry.drain_grace import DrainGrace
-from ferry.errors import FerryError, ListenError, SetupError
+from ferry.errors import FerryError, ListenError
 from ferry.grpc_listen import grpc_addresses, grpc_server_arguments, grpc_tls_credentials
 from ferry.inference import InferenceService
 from ferry.manager import ManagerOptions, ModelManager
@@ -523,11 +523,6 @@ class FerryServer:
         in flight get the drain timeout to finish."""
         from ferry.dataplane.front import RustHttpFront
 
-        if self.options.rest_tls is not None:
-            raise SetupError(
-                "--dataplane rust does not serve HTTPS yet; with --ssl_certfile use "
-                "--dataplane python (docs/dataplane.md)"
-            )
         front = RustHttpFront(
             self.app,
             self.options.host,
@@ -535,6 +530,7 @@ class FerryServer:
             http_limits,
             self.options.max_request_bytes,
             self.options.dataplane.thread_count(),
+            self.options.rest_tls,
         )
         if self.authenticator is not None:
             self.authenticator.publish_to(front.publish_keys)
@@ -551,7 +547,8 @@ class FerryServer:
             loop.add_signal_handler(sig, grace.on_exit_signal)
         front.start()
         log.info(
-            "REST API on http://%s:%d (the Rust front, %d threads)",
+            "REST API on %s://%s:%d (the Rust front, %d threads)",
+            "https" if self.options.rest_tls is not None else "http",
             self.options.host,
             front.port,
             self.options.dataplane.thread_count(),

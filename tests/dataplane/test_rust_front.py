@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -46,8 +47,10 @@ class Connection:
     """A raw HTTP/1.1 connection that reads answers one at a time from one buffer (so
     pipelined answers are each read whole)."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buffer = b""
 
     def close(self) -> None:
@@ -435,18 +438,43 @@ def test_without_the_extension_the_error_says_how_to_build_it(monkeypatch) -> No
         front.load_extension()
 
 
-def test_https_on_the_rust_front_is_one_error_line(models: Path, tmp_path: Path) -> None:
-    """An option the Rust front cannot honour yet stops start-up with ferry's one line,
-    not as an unexpected error."""
+def test_https_answers_with_the_python_fronts_bytes(models: Path, tmp_path: Path) -> None:
+    """HTTPS (`--ssl_certfile`, rustls on the Rust front): the same answers over TLS, and
+    the same readable 400 to plain HTTP on the HTTPS port."""
     rust_front_or_skip()
-    pair = CertificateAuthority(tmp_path / "tls").server()
-    done = _serve_on_the_rust_front(
-        models, free_port(), "--ssl_certfile", str(pair.cert), "--ssl_keyfile", str(pair.key)
-    )
-    assert done.returncode == 1, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [
-        "Error: --dataplane rust does not serve HTTPS yet; with --ssl_certfile use "
-        "--dataplane python (docs/dataplane.md)"
-    ], done.stderr
-    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    authority = CertificateAuthority(tmp_path / "tls")
+    pair = authority.server()
+    tls_flags = [str(models), "--ssl_certfile", str(pair.cert), "--ssl_keyfile", str(pair.key)]
+    python = FerryProcess([*tls_flags, "--dataplane", "python"], tmp_path / "python.log")
+    rust = FerryProcess([*tls_flags, "--dataplane", "rust"], tmp_path / "rust.log")
+    context = ssl.create_default_context(cafile=str(authority.cert_path))
+    body = json.dumps({"instances": _rows(3)}).encode()
+    raws = [
+        request("POST", "/v1/models/mlp:predict", body),
+        request("GET", "/v1/models/mlp"),
+        request("POST", "/v1/models/nope:predict", body),
+    ]
+    try:
+        for server in (python, rust):
+            server.url = f"https://127.0.0.1:{server.port}"
+            server.session.trust_env = False  # else $REQUESTS_CA_BUNDLE wins
+            server.session.verify = str(authority.cert_path)
+            server.wait_ready()
+        assert "REST API on https://" in rust.log()
+        for raw in raws:
+            answers = []
+            for server in (python, rust):
+                connection = Connection(server.port, tls=context)
+                connection.sock.sendall(raw)
+                answers.append(connection.read())
+                connection.close()
+            assert answers[0].status == answers[1].status, raw
+            assert answers[0].stable_headers() == answers[1].stable_headers(), raw
+            assert answers[0].body == answers[1].body, raw
+        assert answers[0].status == 404
+        plain = [exchange(server.port, raws[1]) for server in (python, rust)]
+        assert plain[0].status == plain[1].status == 400
+        assert plain[0].body == plain[1].body and b"serves HTTPS" in plain[1].body
+    finally:
+        assert python.stop() == 0
+        assert rust.stop() == 0

@@ -25,6 +25,7 @@ from ferry.auth.middleware import VERIFIED_EXTENSION
 from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION, from_front
 from ferry.errors import ListenError, SetupError
 from ferry.protocols.http_limits import (
+    Refusals,
     TransportRefusal,
     body_timeout,
     head_too_large,
@@ -34,6 +35,8 @@ from ferry.protocols.http_limits import (
     url_too_long,
 )
 from ferry.protocols.http_util import Message, Receive, Scope, Send
+from ferry.protocols.https_accept import PLAIN_HTTP_ON_HTTPS
+from ferry.rest_tls import RestTls
 from ferry.transport_limits import (
     MAX_LINGERING_REFUSALS,
     REFUSAL_LINGER_BYTES,
@@ -66,6 +69,18 @@ def _refusal(refusal: TransportRefusal) -> tuple[int, bytes]:
     return refusal.status, refusal_body(refusal)
 
 
+def _tls_arguments(tls: RestTls) -> tuple[bytes, bytes, bytes | None, str, tuple[int, bytes]]:
+    """What the front's rustls config is made of: the PEM texts, the client certificate
+    mode, and the answer to plain HTTP on the HTTPS port (the Python front's words)."""
+    return (
+        tls.certfile.read_bytes(),
+        tls.keyfile.read_bytes(),
+        tls.ca_certs.read_bytes() if tls.ca_certs is not None else None,
+        tls.client_certificate.value,
+        _refusal(PLAIN_HTTP_ON_HTTPS),
+    )
+
+
 class RustHttpFront:
     """One REST listener served by the Rust front, its requests run by `app`."""
 
@@ -77,8 +92,15 @@ class RustHttpFront:
         limits: HttpLimits,
         max_request_bytes: int,
         threads: int,
+        tls: RestTls | None = None,
     ) -> None:
+        """`tls`: HTTPS with these files (`--ssl_certfile` and companions, already
+        checked by `ferry.rest_tls.resolve`)."""
         extension = load_extension()
+        self._max_connections = limits.max_connections
+        self._refusals = Refusals()
+        self._refused_seen = 0
+        self._scheme = "https" if tls is not None else "http"
         self._app = app
         self._limit = max_request_bytes
         self._server = (host, port)
@@ -103,7 +125,10 @@ class RustHttpFront:
                 refusal_linger_seconds=REFUSAL_LINGER_SECONDS,
                 refusal_linger_bytes=REFUSAL_LINGER_BYTES,
                 max_lingering_refusals=MAX_LINGERING_REFUSALS,
+                tls=_tls_arguments(tls) if tls is not None else None,
             )
+        except ValueError as exc:  # a PEM form rustls does not read (OpenSSL did)
+            raise SetupError(f"--dataplane rust: HTTPS cannot start: {exc}") from None
         except OSError as exc:
             raise ListenError(
                 f"the REST API could not listen on {host}:{port} ({exc}; --rest_api_port sets "
@@ -133,8 +158,20 @@ class RustHttpFront:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._front.wake_fd, self._take)
 
+    def _log_refusals(self) -> None:
+        """Log the connections the front refused over `--max_connections` as the Python
+        front does (at most a line a second). The front wakes the loop for each."""
+        assert self._loop is not None
+        refused = self._front.refused_connections
+        if refused > self._refused_seen:
+            self._refusals.note_over_limit(
+                self._loop.time(), self._max_connections, refused - self._refused_seen
+            )
+            self._refused_seen = refused
+
     def _take(self) -> None:
         assert self._loop is not None
+        self._log_refusals()
         for request in self._front.take():
             task = self._loop.create_task(self._serve(request))
             self._tasks.add(task)
@@ -148,7 +185,7 @@ class RustHttpFront:
             "http_version": "1.1",
             "server": self._server,
             "client": request.client,
-            "scheme": "http",
+            "scheme": self._scheme,
             "method": request.method,
             "root_path": "",
             "path": unquote(raw_path.decode("latin-1")),

@@ -145,8 +145,9 @@ class Refusals:
     def end_linger(self) -> None:
         self.lingering -= 1
 
-    def note_over_limit(self, now: float, limit: int) -> None:
-        self._unlogged += 1
+    def note_over_limit(self, now: float, limit: int, count: int = 1) -> None:
+        """Count `count` refused connections; log them unless a line went out this second."""
+        self._unlogged += count
         if now - self._logged_at >= 1.0:
             log.warning("refused %d connection(s) over --max_connections %d", self._unlogged, limit)
             self._unlogged = 0
