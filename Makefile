@@ -9,7 +9,7 @@ MODELS ?= models
 HOST ?= 0.0.0.0
 PORT ?= 8501
 
-.PHONY: serve test bench bench-quant bench-frameworks bench-deploy bench-cluster cluster-tools \
+.PHONY: fuzz serve test bench bench-quant bench-frameworks bench-deploy bench-cluster cluster-tools \
 	perf-analyzer lint protos docs clean wheel wheel-check
 
 # Debian packages the tests use (a browser, a load balancer, a load generator): installed
@@ -122,6 +122,22 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src
 
+# A bounded run of libFuzzer over the Rust front's parsers (rust/fuzz: the `:predict` row
+# decoder against serde_json, the --auth check on arbitrary requests), FUZZ_SECONDS each,
+# from the committed seeds. cargo-fuzz is installed from crates.io on first use; stable
+# Rust serves (-s none: no sanitizer, which would need nightly). A crash fails the run
+# and leaves its input in rust/fuzz/artifacts/.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := float_rows credentials
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+	cd rust && for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$target && \
+		if ! cargo fuzz run --fuzz-dir fuzz -s none $$target fuzz/corpus/$$target \
+			fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) > fuzz/$$target.log 2>&1; \
+		then tail -40 fuzz/$$target.log; exit 1; fi; \
+		echo "fuzz $$target: $$(grep -E '^Done' fuzz/$$target.log)"; done
+
 # Regenerate the descriptor set after editing a .proto file (tests check it is current).
 protos: $(TEST_STAMP)
 	$(BIN)/python -m ferry.protos.build
@@ -155,4 +171,4 @@ wheel-check: wheel
 	rm -rf $(WHEEL_VENV)
 
 clean:
-	rm -rf $(VENV) $(MODELS) .pytest_cache $(WHEEL_VENV) dist build rust/target $(DATAPLANE)
+	rm -rf $(VENV) $(MODELS) .pytest_cache $(WHEEL_VENV) dist build rust/target rust/fuzz/target rust/fuzz/corpus $(DATAPLANE)

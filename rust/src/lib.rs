@@ -7,8 +7,8 @@
 //! reference for wire behaviour: Rust writes no error text of its own (the transport
 //! refusals come from Python's table, `ferry.protocols.http_limits`).
 
-mod auth;
-mod codec;
+pub mod auth;
+pub mod codec;
 mod front;
 mod handoff;
 mod http;
