@@ -147,11 +147,18 @@ protos: $(TEST_STAMP)
 docs: $(SERVE_STAMP)
 	$(BIN)/python docs/generate.py
 
-# The wheel users install (dist/ferry_serve-VERSION-py3-none-any.whl).
+# The wheel users install: built by maturin with the Rust front inside
+# (dist/ferry_serve-VERSION-cp311-abi3-manylinux_*.whl, one wheel for CPython >= 3.11;
+# maturin checks the manylinux policy itself). Without cargo, the pure-Python wheel
+# (py3-none-any, the Python front only), and a line saying so.
 wheel: $(SERVE_STAMP)
-	$(BIN)/python -m pip install --quiet setuptools wheel
 	rm -rf dist build
-	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	@if command -v cargo >/dev/null; then \
+		$(BIN)/python -m pip install --quiet "maturin>=1.5,<2" && \
+		$(BIN)/maturin build --quiet --release --out dist; \
+	else echo "cargo not found: building the pure-Python wheel (no Rust front)"; \
+		$(BIN)/python -m pip install --quiet setuptools wheel && \
+		$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .; fi
 
 # The wheel installs into a fresh venv and its `ferry --version` runs. Kept fast (a few
 # seconds, no downloads): the venv gets the wheel with --no-deps and borrows the
@@ -168,6 +175,11 @@ wheel-check: wheel
 	cd / && $(CURDIR)/$(WHEEL_VENV)/bin/python -c 'import ferry, sys; \
 		sys.exit(0 if ferry.__file__.startswith("$(CURDIR)/$(WHEEL_VENV)/") else \
 		f"ferry imported from {ferry.__file__}, not the wheel")'
+	@if command -v cargo >/dev/null; then cd / && $(CURDIR)/$(WHEEL_VENV)/bin/python -c \
+		'import ferry._dataplane as d, sys; \
+		ok = d.__file__.startswith("$(CURDIR)/$(WHEEL_VENV)/"); \
+		print("the wheel carries the Rust front" if ok else \
+		f"the Rust front imported from {d.__file__}, not the wheel"); sys.exit(0 if ok else 1)'; fi
 	rm -rf $(WHEEL_VENV)
 
 clean:
