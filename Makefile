@@ -42,14 +42,15 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 # The Rust data plane (rust/, `ferry serve --dataplane rust`; docs/dataplane.md) as the
 # module ferry._dataplane, built where cargo is; without cargo ferry serves with its
-# Python front and the tests of the Rust front say why they skip.
+# Python front and the tests of the Rust front say why they skip. Replaced by a rename,
+# so servers running from the old file keep it.
 DATAPLANE := src/ferry/_dataplane.abi3.so
 CARGO_FLAGS := --quiet --manifest-path rust/Cargo.toml
 $(DATAPLANE): rust/Cargo.toml rust/Cargo.lock $(shell find rust/src -name "*.rs")
 	@if command -v cargo >/dev/null; then \
 		echo "building the Rust data plane (cargo build --release; a minute or two the first time)"; \
 		cargo build $(CARGO_FLAGS) --release --features extension-module && \
-		cp rust/target/release/lib_dataplane.so $@; \
+		cp rust/target/release/lib_dataplane.so $@.tmp && mv $@.tmp $@; \
 	else echo "cargo not found: the Rust data plane is not built (--dataplane python serves)"; fi
 
 serve: $(SERVE_STAMP) $(DATAPLANE)

@@ -12,9 +12,11 @@ Usage::
     .venv/bin/python benchmarks/ab.py --baseline main~3 --rounds 7 --connections 64
     .venv/bin/python benchmarks/ab.py --ferry-arg=--enable_batching=false
     .venv/bin/python benchmarks/ab.py --protocol grpc --model mlp_large   # h2load, TF gRPC
+    .venv/bin/python benchmarks/ab.py --protocol v2json --ferry-arg=--dataplane=rust
 
 The baseline is checked out with `git worktree add` into a temporary folder (removed at
-the end) and served by the same interpreter and packages through PYTHONPATH. Besides
+the end) and served by the same interpreter and packages through PYTHONPATH; with
+`--ferry-arg=--dataplane=rust` its own Rust front is built into it first (cargo). Besides
 requests per second, each side's server CPU time per request is reported: on a host
 that steals time from this machine it moves less than throughput does.
 """
@@ -67,6 +69,24 @@ def baseline_tree(revision: str) -> Iterator[Path]:
         )
 
 
+def uses_rust_front(ferry_args: Sequence[str]) -> bool:
+    return any(arg in ("--dataplane=rust", "rust") for arg in ferry_args)
+
+
+def build_rust_front(tree: Path) -> None:
+    """Build the baseline's Rust front into its worktree (`ferry._dataplane` is not
+    committed), sharing this checkout's cargo target folder so only ferry's crate builds."""
+    print("building the baseline's Rust front ...", file=sys.stderr)
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--release", "--features", "extension-module",
+         "--manifest-path", str(tree / "rust" / "Cargo.toml")],
+        check=True,
+        env={**os.environ, "CARGO_TARGET_DIR": str(REPO / "rust" / "target-ab")},
+    )  # fmt: skip
+    built = REPO / "rust" / "target-ab" / "release" / "lib_dataplane.so"
+    (tree / "src" / "ferry" / "_dataplane.abi3.so").write_bytes(built.read_bytes())
+
+
 def serve_argv(root: Path, port: int, grpc_port: int, ferry_args: Sequence[str]) -> list[str]:
     return [
         sys.executable, "-m", "ferry.cli", "serve", str(root),
@@ -94,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline_tree(args.baseline) as tree,
     ):
         work = Path(tmp)
+        if uses_rust_front(args.ferry_args):  # both sides on their own Rust front
+            build_rust_front(tree)
         root = work / "models"
         build_examples(root, [args.model])
         case = model_case(

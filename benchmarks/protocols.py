@@ -56,6 +56,8 @@ PROTOCOLS: dict[str, Protocol] = {
     "rest": Protocol("rest", "TF REST JSON", "rest", "wrk"),
     "grpc": Protocol("grpc", "TF gRPC tensor_content", "grpc", "h2load"),
     "v2bin": Protocol("v2bin", "V2 REST binary", "v2_rest", "wrk"),
+    # tritonclient's JSON body: the input as a flat list of numbers.
+    "v2json": Protocol("v2json", "V2 REST JSON", "v2_rest", "wrk"),
     # boto3's invoke_endpoint: SageMaker's runtime API with the TF Serving JSON body.
     "sagemaker": Protocol("sagemaker", "SageMaker runtime JSON", "sagemaker_runtime", "wrk"),
 }
@@ -121,6 +123,22 @@ def v2_binary_body(case: ModelCase) -> tuple[bytes, int]:
     return head + raw, len(head)
 
 
+def v2_json_body(case: ModelCase) -> bytes:
+    """The V2 infer body tritonclient sends for a numpy input with binary_data=False: the
+    row as a flat list of numbers, outputs as JSON too."""
+    body = {
+        "inputs": [
+            {
+                "name": case.input_name,
+                "shape": [1, int(case.row.size)],
+                "datatype": "FP32",
+                "data": case.row.astype(np.float32).reshape(-1).tolist(),
+            }
+        ],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class Payload:
     """What the load generator sends for one (protocol, model): the body file (wrk
@@ -139,6 +157,9 @@ def write_payload(protocol: Protocol, case: ModelCase, folder: Path) -> Payload:
     if protocol.name == "grpc":
         path.write_bytes(grpc_frame(grpc_predict_request(case)))
         return Payload(path, dict(GRPC_HEADERS))
+    if protocol.name == "v2json":
+        path.write_bytes(v2_json_body(case))
+        return Payload(path, {"Content-Type": "application/json"})
     if protocol.name == "v2bin":
         body, header_length = v2_binary_body(case)
         path.write_bytes(body)
@@ -155,7 +176,7 @@ def target_url(protocol: Protocol, case: ModelCase, rest_port: int, grpc_port: i
         if grpc_port is None:
             raise ValueError("the gRPC protocol needs the server's gRPC port")
         return f"http://{HOST}:{grpc_port}{GRPC_PREDICT_PATH}"
-    if protocol.name == "v2bin":
+    if protocol.name in ("v2bin", "v2json"):
         return f"http://{HOST}:{rest_port}/v2/models/{case.model}/infer"
     if protocol.name == "sagemaker":
         return f"http://{HOST}:{rest_port}{sagemaker_path(case)}"
@@ -259,9 +280,25 @@ def check_v2bin(case: ModelCase, rest_port: int, grpc_port: int | None) -> None:
     _compare(case, got, "V2 binary")
 
 
+def check_v2json(case: ModelCase, rest_port: int, grpc_port: int | None) -> None:
+    """V2 REST JSON: the same body, the output as JSON data."""
+    response = requests.post(
+        f"http://{HOST}:{rest_port}/v2/models/{case.model}/infer",
+        data=v2_json_body(case),
+        headers={"Content-Type": "application/json"},
+        timeout=PROBE_TIMEOUT_S,
+    )
+    if response.status_code != 200:
+        raise WrongAnswer(f"V2 JSON: HTTP {response.status_code} {response.content[:200]!r}")
+    (output,) = (o for o in response.json()["outputs"] if o["name"] == case.output_name)
+    got = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+    _compare(case, got, "V2 JSON")
+
+
 CHECKS: dict[str, Callable[[ModelCase, int, int | None], None]] = {
     "rest": check_rest,
     "grpc": check_grpc,
     "v2bin": check_v2bin,
+    "v2json": check_v2json,
     "sagemaker": check_sagemaker,
 }

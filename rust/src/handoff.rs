@@ -15,10 +15,11 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 
 use crate::auth::Verified;
 use crate::codec::float_rows::FloatRows;
+use crate::codec::v2_inputs::{Parameter, V2Inputs};
 use tokio::sync::oneshot;
 
 /// Python's answer to one request.
@@ -26,6 +27,13 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(Bytes, Bytes)>,
     pub body: Bytes,
+}
+
+/// A body decoded on the front's threads, for the handler of its route to use.
+#[derive(Default)]
+pub struct Decoded {
+    pub float_rows: Option<FloatRows>,
+    pub v2_inputs: Option<V2Inputs>,
 }
 
 /// One request as Python's handlers see it (`ferry.dataplane` makes an ASGI scope of it).
@@ -37,7 +45,7 @@ pub struct Request {
     headers: Vec<(Bytes, Bytes)>,
     body: Bytes,
     client: (String, u16),
-    float_rows: Option<FloatRows>,
+    decoded: Decoded,
     verified: Option<Verified>,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
 }
@@ -46,13 +54,55 @@ pub struct Request {
 pub type PyFloatRows<'py> = (Option<String>, usize, usize, Bound<'py, PyByteArray>);
 
 pub fn float_rows_to_python<'py>(py: Python<'py>, rows: &FloatRows) -> PyFloatRows<'py> {
-    let bytes: Vec<u8> = rows.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = doubles_bytes(&rows.values);
     (
         rows.signature_name.clone(),
         rows.rows,
         rows.width,
         PyByteArray::new(py, &bytes),
     )
+}
+
+/// `V2Inputs` as Python takes it: (id, parameters, [(name, datatype, shape, doubles as a
+/// bytearray)]).
+pub type PyV2Inputs<'py> = (
+    Option<String>,
+    Option<Bound<'py, PyDict>>,
+    Vec<(String, &'static str, Vec<i64>, Bound<'py, PyByteArray>)>,
+);
+
+pub fn v2_inputs_to_python<'py>(py: Python<'py>, decoded: &V2Inputs) -> PyResult<PyV2Inputs<'py>> {
+    let parameters = match &decoded.parameters {
+        None => None,
+        Some(given) => {
+            let dict = PyDict::new(py);
+            for (key, value) in given {
+                match value {
+                    Parameter::Bool(v) => dict.set_item(key, *v)?,
+                    Parameter::Int(v) => dict.set_item(key, *v)?,
+                    Parameter::Str(v) => dict.set_item(key, v)?,
+                }
+            }
+            Some(dict)
+        }
+    };
+    let inputs = decoded
+        .inputs
+        .iter()
+        .map(|input| {
+            (
+                input.name.clone(),
+                input.datatype,
+                input.shape.clone(),
+                PyByteArray::new(py, &doubles_bytes(&input.values)),
+            )
+        })
+        .collect();
+    Ok((decoded.id.clone(), parameters, inputs))
+}
+
+fn doubles_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 impl Request {
@@ -64,7 +114,7 @@ impl Request {
         headers: Vec<(Bytes, Bytes)>,
         body: Bytes,
         client: (String, u16),
-        float_rows: Option<FloatRows>,
+        decoded: Decoded,
         verified: Option<Verified>,
         reply: oneshot::Sender<Reply>,
     ) -> Self {
@@ -75,7 +125,7 @@ impl Request {
             headers,
             body,
             client,
-            float_rows,
+            decoded,
             verified,
             reply: Mutex::new(Some(reply)),
         }
@@ -126,9 +176,21 @@ impl Request {
     /// (`codec::float_rows`); None for any other request or body.
     #[getter]
     fn float_rows<'py>(&self, py: Python<'py>) -> Option<PyFloatRows<'py>> {
-        self.float_rows
+        self.decoded
+            .float_rows
             .as_ref()
             .map(|rows| float_rows_to_python(py, rows))
+    }
+
+    /// A V2 infer body of numeric inputs, decoded on the front's threads
+    /// (`codec::v2_inputs`); None for any other request or body.
+    #[getter]
+    fn v2_inputs<'py>(&self, py: Python<'py>) -> PyResult<Option<PyV2Inputs<'py>>> {
+        self.decoded
+            .v2_inputs
+            .as_ref()
+            .map(|inputs| v2_inputs_to_python(py, inputs))
+            .transpose()
     }
 
     /// `(generation, key id, check seconds)` when the front verified the request's
@@ -248,7 +310,7 @@ mod tests {
             vec![],
             Bytes::new(),
             ("127.0.0.1".into(), 1),
-            None,
+            Decoded::default(),
             None,
             tx,
         );

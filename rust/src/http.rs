@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::auth::Keys;
 use crate::codec::float_rows::parse_float_rows;
-use crate::handoff::{Handoff, Reply, Request};
+use crate::codec::v2_inputs::parse_v2_inputs;
+use crate::handoff::{Decoded, Handoff, Reply, Request};
 use crate::limits::{Limits, Refusal};
 
 /// What every connection of one front shares.
@@ -87,6 +88,15 @@ fn takes_float_rows(path: &[u8]) -> bool {
         || path == b"/invocations"
         || (path.starts_with(b"/endpoints/") && path.ends_with(b"/invocations"))
 }
+
+/// V2 infer routes (`/v2/models/{name}[/versions/{v}]/infer`), whose handler reads a
+/// JSON body of numeric inputs from the inputs decoded here (`codec::v2_inputs`).
+fn takes_v2_inputs(path: &[u8]) -> bool {
+    path.starts_with(b"/v2/models/") && path.ends_with(b"/infer")
+}
+
+/// Triton's binary extension: the JSON header is only the body's first bytes.
+const BINARY_HEADER_LENGTH: &str = "inference-header-content-length";
 
 fn declared_length(request: &HttpRequest<Incoming>) -> Option<u64> {
     request
@@ -204,12 +214,16 @@ pub async fn handle(
         ),
         None => (Bytes::from_static(b"/"), Bytes::new()),
     };
-    let float_rows = (parts.method == Method::POST
-        && takes_float_rows(&path)
+    let plain_post = parts.method == Method::POST
         && !parts.headers.contains_key(CONTENT_ENCODING)
-        && !read.over_cap)
+        && !read.over_cap;
+    let float_rows = (plain_post && takes_float_rows(&path))
         .then(|| parse_float_rows(&read.bytes))
         .flatten();
+    let v2_inputs =
+        (plain_post && takes_v2_inputs(&path) && !parts.headers.contains_key(BINARY_HEADER_LENGTH))
+            .then(|| parse_v2_inputs(&read.bytes))
+            .flatten();
     let (sender, receiver) = oneshot::channel();
     shared.handoff.push(Request::new(
         parts.method.as_str().to_owned(),
@@ -218,7 +232,10 @@ pub async fn handle(
         headers,
         read.bytes,
         (peer.ip().to_string(), peer.port()),
-        float_rows,
+        Decoded {
+            float_rows,
+            v2_inputs,
+        },
         verified,
         sender,
     ));
@@ -237,7 +254,7 @@ pub async fn handle(
 
 #[cfg(test)]
 mod tests {
-    use super::takes_float_rows;
+    use super::{takes_float_rows, takes_v2_inputs};
 
     #[test]
     fn rows_are_decoded_for_the_routes_that_read_them() {
@@ -248,5 +265,8 @@ mod tests {
         assert!(!takes_float_rows(b"/invocations/x"));
         assert!(!takes_float_rows(b"/v1/models/m:classify"));
         assert!(!takes_float_rows(b"/v2/models/m/infer"));
+        assert!(takes_v2_inputs(b"/v2/models/m/infer"));
+        assert!(takes_v2_inputs(b"/v2/models/m/versions/3/infer"));
+        assert!(!takes_v2_inputs(b"/v2/repository/models/m/load"));
     }
 }

@@ -33,6 +33,18 @@ fn parse_float_rows<'py>(
         .map(|rows| handoff::float_rows_to_python(py, &rows))
 }
 
+/// The V2 infer decoder on its own (what the front runs on a `/v2/models/.../infer`
+/// body), for the equivalence tests against `ferry.codecs.v2.decode_rest_request`.
+#[pyfunction]
+fn parse_v2_inputs<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyBytes>,
+) -> PyResult<Option<handoff::PyV2Inputs<'py>>> {
+    codec::v2_inputs::parse_v2_inputs(body.as_bytes())
+        .map(|inputs| handoff::v2_inputs_to_python(py, &inputs))
+        .transpose()
+}
+
 /// The front's credential check on its own (what it runs on every request under
 /// `--auth`), for the equivalence tests against `ferry.auth.sigv4.verify`: the key id it
 /// accepts the request for, or None (Python then judges it). `headers` as ASGI has them.
@@ -70,6 +82,7 @@ fn _dataplane(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handoff::Request>()?;
     module.add_function(wrap_pyfunction!(parse_float_rows, module)?)?;
     module.add_function(wrap_pyfunction!(verify_credentials, module)?)?;
+    module.add_function(wrap_pyfunction!(parse_v2_inputs, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

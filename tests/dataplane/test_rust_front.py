@@ -185,6 +185,34 @@ CASES = {
             {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
         ).encode(),
     ),
+    # V2 bodies the Rust front decodes (and its tritonclient parameters), and ones Python's
+    # checks refuse after it decoded them.
+    "v2 infer, tritonclient's body with an id": request(
+        "POST",
+        "/v2/models/scale/versions/1/infer",
+        json.dumps(
+            {
+                "id": "r-7",
+                "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [0.1] * 8}],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode(),
+    ),
+    "v2 infer, FP64 for an FP32 input": request(
+        "POST",
+        "/v2/models/scale/infer",
+        b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}',
+    ),
+    "v2 infer, data short of the shape": request(
+        "POST",
+        "/v2/models/scale/infer",
+        b'{"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    ),
+    "v2 infer, unknown input": request(
+        "POST",
+        "/v2/models/scale/infer",
+        b'{"inputs": [{"name": "q", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+    ),
     # SageMaker's runtime API: a JSON payload of plain rows is decoded by the Rust front,
     # a CSV one never is (even one that reads as JSON rows).
     "runtime api, rows": request(
@@ -229,6 +257,7 @@ ANSWERED = {
     "predict",
     "predict, rows in every number form",
     "v2 infer",
+    "v2 infer, tritonclient's body with an id",
     "runtime api, rows",
     "runtime api, a bare list of rows",
     "runtime api, csv",
@@ -478,3 +507,54 @@ def test_https_answers_with_the_python_fronts_bytes(models: Path, tmp_path: Path
     finally:
         assert python.stop() == 0
         assert rust.stop() == 0
+
+
+def test_the_front_decodes_each_body_for_the_route_that_reads_it() -> None:
+    """Which decoder the front runs, seen from the app: `:predict` and the runtime API
+    get rows, V2 infer gets inputs, and a compressed or binary-extension body neither."""
+    rust_front_or_skip()
+    import asyncio
+
+    from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION
+    from ferry.codecs.v2 import V2_INPUTS_EXTENSION
+    from ferry.dataplane.front import RustHttpFront
+    from ferry.transport_limits import HttpLimits
+
+    async def app(scope, receive, send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        extensions = sorted(scope.get("extensions", {}))
+        body = json.dumps(extensions).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    rows = json.dumps({"instances": [[1.0, 2.0]]}).encode()
+    v2 = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
+    gzip = {"content-encoding": "gzip"}
+    binary = {"inference-header-content-length": str(len(v2))}
+    cases = [
+        (request("POST", "/v1/models/m:predict", rows), [FLOAT_ROWS_EXTENSION]),
+        (request("POST", "/endpoints/m/invocations", rows), [FLOAT_ROWS_EXTENSION]),
+        (request("POST", "/v2/models/m/infer", v2), [V2_INPUTS_EXTENSION]),
+        (request("POST", "/v2/models/m/versions/2/infer", v2), [V2_INPUTS_EXTENSION]),
+        (request("POST", "/v2/models/m/infer", v2, binary), []),
+        (request("POST", "/v2/models/m/infer", v2, gzip), []),
+        (request("POST", "/v1/models/m:predict", rows, gzip), []),
+        (request("POST", "/v1/models/m:classify", rows), []),
+        (request("POST", "/v1/models/m:predict", v2), []),
+    ]
+
+    async def main() -> list[list[str]]:
+        front = RustHttpFront(app, "127.0.0.1", 0, HttpLimits(max_connections=64), LIMIT, 1)
+        front.start()
+        try:
+            loop = asyncio.get_running_loop()
+            answers = [
+                await loop.run_in_executor(None, exchange, front.port, raw) for raw, _ in cases
+            ]
+            return [json.loads(answer.body) for answer in answers]
+        finally:
+            await front.drain(1.0)
+            front.stop()
+
+    assert asyncio.run(main()) == [expected for _, expected in cases]

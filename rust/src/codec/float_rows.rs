@@ -24,135 +24,30 @@ pub struct FloatRows {
     pub values: Vec<f64>,
 }
 
-const MAX_INTEGER_DIGITS: usize = 15;
+use super::json::Cursor;
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn skip_space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
-            self.at += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_space();
-        self.bytes.get(self.at).copied()
-    }
-
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.at += 1)
-    }
-
-    /// A string without escapes or control characters (anything else: None).
-    fn plain_string(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.at;
-        loop {
-            match *self.bytes.get(self.at)? {
-                b'"' => break,
-                b'\\' => return None,
-                byte if byte < 0x20 => return None,
-                _ => self.at += 1,
-            }
-        }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
-        self.at += 1;
-        Some(text)
-    }
-
-    /// A JSON number (strict grammar) as a finite double.
-    fn number(&mut self) -> Option<f64> {
-        self.skip_space();
-        let start = self.at;
-        let digits = |cursor: &mut Self| {
-            let from = cursor.at;
-            while cursor.bytes.get(cursor.at).is_some_and(u8::is_ascii_digit) {
-                cursor.at += 1;
-            }
-            cursor.at - from
-        };
-        if self.bytes.get(self.at) == Some(&b'-') {
-            self.at += 1;
-        }
-        let first = *self.bytes.get(self.at)?;
-        let integer_digits = digits(self);
-        if integer_digits == 0 || (first == b'0' && integer_digits > 1) {
+/// `[[n, ...], ...]`: the rows, all of one non-zero width.
+fn rows(cursor: &mut Cursor<'_>, values: &mut Vec<f64>) -> Option<(usize, usize)> {
+    cursor.eat(b'[')?;
+    let mut rows = 0;
+    let mut width = 0;
+    loop {
+        let row_width = cursor.numbers(values)?;
+        if rows == 0 {
+            width = row_width;
+        } else if row_width != width {
             return None;
         }
-        let mut integral = true;
-        if self.bytes.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            if digits(self) == 0 {
-                return None;
-            }
-            integral = false;
-        }
-        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
-            self.at += 1;
-            if let Some(b'+' | b'-') = self.bytes.get(self.at) {
-                self.at += 1;
-            }
-            if digits(self) == 0 {
-                return None;
-            }
-            integral = false;
-        }
-        if integral && integer_digits > MAX_INTEGER_DIGITS {
-            return None;
-        }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
-        if integral {
-            // An integer literal is an int64 to simdjson, then a double: `-0` is +0.0.
-            return text.parse::<i64>().ok().map(|value| value as f64);
-        }
-        text.parse::<f64>().ok().filter(|value| value.is_finite())
-    }
-
-    /// `[[n, ...], ...]`: the rows, all of one non-zero width.
-    fn rows(&mut self, values: &mut Vec<f64>) -> Option<(usize, usize)> {
-        self.eat(b'[')?;
-        let mut rows = 0;
-        let mut width = 0;
-        loop {
-            self.eat(b'[')?;
-            let before = values.len();
-            loop {
-                values.push(self.number()?);
-                match self.peek()? {
-                    b',' => self.at += 1,
-                    b']' => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-            let row_width = values.len() - before;
-            if rows == 0 {
-                width = row_width;
-            } else if row_width != width {
-                return None;
-            }
-            rows += 1;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some((rows, width));
-                }
-                _ => return None,
-            }
+        rows += 1;
+        if !cursor.more(b']')? {
+            return Some((rows, width));
         }
     }
 }
 
 /// The body's rows, or None when it is not exactly the shape above.
 pub fn parse_float_rows(body: &[u8]) -> Option<FloatRows> {
-    let mut cursor = Cursor { bytes: body, at: 0 };
+    let mut cursor = Cursor::new(body);
     cursor.eat(b'{')?;
     let mut signature_name: Option<String> = None;
     let mut instances: Option<(usize, usize, Vec<f64>)> = None;
@@ -161,7 +56,7 @@ pub fn parse_float_rows(body: &[u8]) -> Option<FloatRows> {
             "instances" if instances.is_none() => {
                 cursor.eat(b':')?;
                 let mut values = Vec::new();
-                let (rows, width) = cursor.rows(&mut values)?;
+                let (rows, width) = rows(&mut cursor, &mut values)?;
                 instances = Some((rows, width, values));
             }
             "signature_name" if signature_name.is_none() => {
@@ -174,17 +69,11 @@ pub fn parse_float_rows(body: &[u8]) -> Option<FloatRows> {
             }
             _ => return None,
         }
-        match cursor.peek()? {
-            b',' => cursor.at += 1,
-            b'}' => {
-                cursor.at += 1;
-                break;
-            }
-            _ => return None,
+        if !cursor.more(b'}')? {
+            break;
         }
     }
-    cursor.skip_space();
-    if cursor.at != body.len() {
+    if !cursor.at_end() {
         return None;
     }
     let (rows, width, values) = instances?;

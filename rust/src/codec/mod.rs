@@ -4,3 +4,5 @@
 //! and for every error.
 
 pub mod float_rows;
+mod json;
+pub mod v2_inputs;

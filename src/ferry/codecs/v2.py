@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -355,16 +356,49 @@ class RestInferRequest:
     regions: RegionAccess | None = None
 
 
+# The ASGI scope extension under which the Rust front passes the infer body it decoded
+# on its own threads (rust/src/codec/v2_inputs.rs: numeric inputs with flat data, the
+# request id and plain parameters; ferry.dataplane.front).
+V2_INPUTS_EXTENSION = "ferry.v2_inputs"
+FrontInputs = tuple[str | None, dict | None, list[tuple[str, str, list[int], bytearray]]]
+
+
+def parsed_by_front(scope: Mapping[str, Any]) -> dict | None:
+    """The infer body the Rust front decoded, as orjson reads it but for each input's
+    `data`: the same numbers as one float64 array (which `array_from_values` converts to
+    the datatype as it converts orjson's list). None when the front did not decode it."""
+    decoded: FrontInputs | None = scope.get("extensions", {}).get(V2_INPUTS_EXTENSION)
+    if decoded is None:
+        return None
+    request_id, parameters, inputs = decoded
+    request: dict[str, Any] = {
+        "inputs": [
+            {"name": name, "datatype": datatype, "shape": shape, "data": np.frombuffer(data, "<f8")}
+            for name, datatype, shape, data in inputs
+        ]
+    }
+    if request_id is not None:
+        request["id"] = request_id
+    if parameters is not None:
+        request["parameters"] = parameters
+    return request
+
+
 def decode_rest_request(
     body: bytes,
     header_length: int | None,
     budget: TensorBudget | None = None,
     model: str = "",
     regions: RegionAccess | None = None,
+    parsed: dict | None = None,
 ) -> RestInferRequest:
     """Split a REST body into its JSON header and binary chunks and decode the inputs,
     each charged to `budget` (the request's `--max_tensor_bytes`) before it is built.
-    Binary-data errors are Triton's, naming `model` (the URL's)."""
+    Binary-data errors are Triton's, naming `model` (the URL's). `parsed`: the body as
+    the Rust front read it (`parsed_by_front`; never with a binary part), checked from
+    here on as if orjson had read it."""
+    if parsed is not None and header_length is None:
+        return _decode_parsed(parsed, memoryview(b""), None, budget, model, regions)
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise triton_messages.header_length_range(len(body), str(header_length))
@@ -375,6 +409,17 @@ def decode_rest_request(
         request = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgument(f"The request body is not valid JSON: {exc}") from None
+    return _decode_parsed(request, binary, header_length, budget, model, regions)
+
+
+def _decode_parsed(
+    request: object,
+    binary: memoryview,
+    header_length: int | None,
+    budget: TensorBudget | None,
+    model: str,
+    regions: RegionAccess | None,
+) -> RestInferRequest:
     if not isinstance(request, dict):
         raise InvalidArgument("The request body must be a JSON object")
     raw_inputs = request.get("inputs")

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 from ferry.auth.middleware import VERIFIED_EXTENSION
 from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION, from_front
+from ferry.codecs.v2 import V2_INPUTS_EXTENSION
 from ferry.errors import ListenError, SetupError
 from ferry.protocols.http_limits import (
     Refusals,
@@ -197,6 +198,9 @@ class RustHttpFront:
         rows = request.float_rows
         if rows is not None:
             extensions[FLOAT_ROWS_EXTENSION] = from_front(rows)
+        v2_inputs = request.v2_inputs
+        if v2_inputs is not None:
+            extensions[V2_INPUTS_EXTENSION] = v2_inputs
         credentials = request.credentials
         if credentials is not None:
             extensions[VERIFIED_EXTENSION] = credentials

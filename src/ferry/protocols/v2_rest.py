@@ -36,6 +36,7 @@ from ferry.codecs.v2 import (
     check_outputs,
     decode_rest_request,
     encode_rest_response,
+    parsed_by_front,
 )
 from ferry.errors import FerryError, InvalidArgument, NotFound, UnsupportedEncoding, unexpected
 from ferry.inference import InferenceService
@@ -232,7 +233,12 @@ class V2Rest:
             else None
         )
         request = decode_rest_request(
-            body, header_length, self.limits.budget(), model, regions=regions
+            body,
+            header_length,
+            self.limits.budget(),
+            model,
+            regions=regions,
+            parsed=parsed_by_front(scope),
         )
         refuse_sequence_rest(request.parameters)
         classes = ClassificationRequest(request.class_counts) if request.class_counts else None
