@@ -120,7 +120,7 @@ impl HttpFront {
         };
         let tls = tls.map(tls_of).transpose()?.map(Arc::new);
         let listener = StdListener::bind((host, port))
-            .map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
+            .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -49,10 +49,12 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A body as read: all of it, or the first `cap` bytes and a note that more came.
+/// A body as read: all of it, or the first `cap` bytes and the rest still to come.
 struct ReadBody {
     bytes: Bytes,
     over_cap: bool,
+    /// The unread rest of a body over the cap, drained after the answer (`linger`).
+    rest: Option<Incoming>,
 }
 
 /// Reads at most `cap` bytes of the body (the rest is never buffered).
@@ -67,6 +69,7 @@ async fn read_capped(mut body: Incoming, cap: usize) -> Result<ReadBody, hyper::
                 return Ok(ReadBody {
                     bytes: buffer.freeze(),
                     over_cap: true,
+                    rest: Some(body),
                 });
             }
             buffer.extend_from_slice(&data);
@@ -75,7 +78,24 @@ async fn read_capped(mut body: Incoming, cap: usize) -> Result<ReadBody, hyper::
     Ok(ReadBody {
         bytes: buffer.freeze(),
         over_cap: false,
+        rest: None,
     })
+}
+
+/// Reads and drops the rest of a refused body for a bounded time and byte count, as the
+/// Python front lingers: a client still sending then reads the answer instead of a reset
+/// from its unread bytes. The connection closes once this ends (its answer said so).
+async fn linger(mut rest: Incoming, seconds: std::time::Duration, most: usize) {
+    let mut drained = 0;
+    let _ = tokio::time::timeout(seconds, async {
+        while drained < most {
+            match rest.frame().await {
+                Some(Ok(frame)) => drained += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// The routes whose handlers read a body of plain numeric rows (`{"instances": [[...]]}`)
@@ -169,10 +189,11 @@ pub async fn handle(
     // body is never read, and the connection closes after the answer.
     let declared_over = declared_length(&request).is_some_and(|n| n > limit as u64);
     let (parts, body) = request.into_parts();
-    let read = if declared_over {
+    let mut read = if declared_over {
         ReadBody {
             bytes: Bytes::new(),
             over_cap: true,
+            rest: Some(body),
         }
     } else {
         match tokio::time::timeout(
@@ -248,6 +269,14 @@ pub async fn handle(
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
+        if let Some(rest) = read.rest.take() {
+            let limits = &shared.limits;
+            tokio::spawn(linger(
+                rest,
+                limits.refusal_linger,
+                limits.refusal_linger_bytes,
+            ));
+        }
     }
     Ok(response)
 }

@@ -129,6 +129,14 @@ class ListenError(OSError):
     """A listener (REST, gRPC) could not open its address: in use or not allowed. Not a
     request error: it stops start-up, and the `ferry` command prints it as one line."""
 
+    @classmethod
+    def rest_port(cls, host: str, port: int) -> ListenError:
+        """The REST port's, on either front; the log line before it says why."""
+        return cls(
+            f"the REST API could not listen on {host}:{port} (the log line above says why; "
+            "--rest_api_port sets the port)"
+        )
+
 
 def unexpected(exc: Exception) -> InternalError:
     """The error a request gets when ferry itself hit a bug: it costs that one request,

@@ -492,11 +492,7 @@ class FerryServer:
             # STARTUP_FAILURE; the `ferry` command prints this as its one Error line.
             if exc.code != uvicorn.config.STARTUP_FAILURE:
                 raise
-            raise ListenError(
-                f"the REST API could not listen on {self.options.host}:"
-                f"{self.options.rest_api_port} (the log line above says why; "
-                "--rest_api_port sets the port)"
-            ) from None
+            raise ListenError.rest_port(self.options.host, self.options.rest_api_port) from None
         finally:
             await self._finish(on_signal, lambda: grpc_stopped)
 

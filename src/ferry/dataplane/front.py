@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -131,10 +132,15 @@ class RustHttpFront:
         except ValueError as exc:  # a PEM form rustls does not read (OpenSSL did)
             raise SetupError(f"--dataplane rust: HTTPS cannot start: {exc}") from None
         except OSError as exc:
-            raise ListenError(
-                f"the REST API could not listen on {host}:{port} ({exc}; --rest_api_port sets "
-                "the port)"
-            ) from None
+            # The line uvicorn logs (asyncio's words), then ferry's one error line.
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            log.error(
+                "[Errno %s] error while attempting to bind on address %r: %s",
+                exc.errno,
+                (host, port),
+                reason,
+            )
+            raise ListenError.rest_port(host, port) from None
 
     @property
     def port(self) -> int:
