@@ -129,7 +129,7 @@ lint: $(TEST_STAMP)
 # Rust serves (-s none: no sanitizer, which would need nightly). A crash fails the run
 # and leaves its input in rust/fuzz/artifacts/.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := float_rows credentials
+FUZZ_TARGETS := float_rows v2_inputs credentials
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 	cd rust && for target in $(FUZZ_TARGETS); do \

@@ -84,6 +84,8 @@ def bodies(draw) -> bytes:
                         '{"binary_data_output": false, "timeout": -1}',
                         "{}",
                         '{"timeout": 1.5}',
+                        '{"timeout": - 15}',  # not JSON (the fuzzer found Rust took it)
+                        '{"timeout": -0}',
                     ]
                 )
             )

@@ -100,6 +100,12 @@ impl<'a> Cursor<'a> {
     /// most 15 digits.
     pub fn natural(&mut self) -> Option<i64> {
         self.skip_space();
+        self.unsigned_here()
+    }
+
+    /// `natural` from exactly here: no white space may come first (after a `-`, JSON
+    /// allows none).
+    fn unsigned_here(&mut self) -> Option<i64> {
         let start = self.at;
         while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
             self.at += 1;
@@ -113,15 +119,20 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(digits).ok()?.parse().ok()
     }
 
-    /// An integer written as one (`-12`, `0`; not `1.0`, `1e1`, `01`), of at most 15 digits.
+    /// An integer written as one (`-12`, `0`; not `1.0`, `1e1`, `01`, nor `-0`, which
+    /// JSON readers disagree on), of at most 15 digits.
     pub fn integer(&mut self) -> Option<i64> {
         self.skip_space();
         let negative = self.bytes.get(self.at) == Some(&b'-');
         if negative {
             self.at += 1;
         }
-        let value = self.natural()?;
-        Some(if negative { -value } else { value })
+        let value = self.unsigned_here()?;
+        match (negative, value) {
+            (true, 0) => None,
+            (true, _) => Some(-value),
+            (false, _) => Some(value),
+        }
     }
 
     /// `true` or `false`.

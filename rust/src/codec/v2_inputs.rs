@@ -199,6 +199,8 @@ mod tests {
             r#"{"a": {}}"#,
             r#"{"a": 1, "a": 2}"#,
             r#"{"a": null}"#,
+            r#"{"a": - 15}"#,
+            r#"{"a": -0}"#,
         ] {
             let body = format!(
                 r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[1]}}],"parameters":{odd}}}"#
