@@ -5,26 +5,20 @@ doubles bit for bit; and the plain bodies clients send are taken by Rust."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import shutil
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.dataplane import extension_function
 
 from ferry.codecs.float_rows import from_front, parse_float_rows
 
 
 @pytest.fixture(scope="module")
 def rust_parse():
-    try:
-        return importlib.import_module("ferry._dataplane").parse_float_rows
-    except ImportError:
-        if shutil.which("cargo"):
-            pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
-        pytest.skip("no cargo here: the Rust front is not built")
+    return extension_function("parse_float_rows")
 
 
 # Number spellings clients send: Python's repr, JSON's exponent forms, integers, zeros.

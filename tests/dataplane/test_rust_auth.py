@@ -9,10 +9,8 @@ without the scope is refused in the path's form."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import random
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +22,7 @@ pytest.importorskip("botocore")
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from support.dataplane import extension_function
 from support.models import scale_model, write_model
 from support.server import FerryProcess, wait_until
 
@@ -51,13 +50,8 @@ Headers = list[tuple[str, str]]
 
 
 @pytest.fixture(scope="module")
-def rust_verify() -> Callable[..., str | None]:
-    try:
-        return importlib.import_module("ferry._dataplane").verify_credentials
-    except ImportError:
-        if shutil.which("cargo"):
-            pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
-        pytest.skip("no cargo here: the Rust front is not built")
+def rust_verify():
+    return extension_function("verify_credentials")
 
 
 def python_verify(

@@ -6,14 +6,13 @@ numeric bodies Triton's and KServe's clients send are taken by Rust."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import shutil
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.dataplane import extension_function
 
 from ferry.codecs.v2 import V2_INPUTS_EXTENSION, decode_rest_request, parsed_by_front
 from ferry.errors import FerryError
@@ -21,12 +20,7 @@ from ferry.errors import FerryError
 
 @pytest.fixture(scope="module")
 def rust_parse():
-    try:
-        return importlib.import_module("ferry._dataplane").parse_v2_inputs
-    except ImportError:
-        if shutil.which("cargo"):
-            pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
-        pytest.skip("no cargo here: the Rust front is not built")
+    return extension_function("parse_v2_inputs")
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -17,3 +19,10 @@ def rust_front_or_skip() -> None:
         if shutil.which("cargo"):
             pytest.fail("cargo is on PATH but ferry._dataplane is not built: run `make test`")
         pytest.skip("no cargo here: the Rust front is not built (ferry serves with Python)")
+
+
+def extension_function(name: str) -> Callable[..., Any]:
+    """A function of the Rust extension (its codecs and checks on their own, for the
+    equivalence tests), with `rust_front_or_skip`'s rule where it is not built."""
+    rust_front_or_skip()
+    return getattr(importlib.import_module("ferry._dataplane"), name)
