@@ -24,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::{KeyTable, Keys};
 use crate::handoff::{Handoff, Request};
 use crate::http::{handle, Shared};
+use crate::idle::{Activity, IdleIo};
 use crate::limits::{Limits, Refusal};
 use crate::tls::{ClientCertificate, Tls, HANDSHAKE_RECORD};
 
@@ -76,7 +77,7 @@ impl HttpFront {
     #[new]
     #[pyo3(signature = (
         host, port, *, threads, max_header_bytes, max_header_count, header_timeout_seconds,
-        body_timeout_seconds, max_connections, max_request_bytes,
+        body_timeout_seconds, keep_alive_timeout_seconds, max_connections, max_request_bytes,
         too_many_connections, body_timeout, head_too_large, url_too_long, too_many_headers,
         refusal_linger_seconds, refusal_linger_bytes, max_lingering_refusals, tls = None
     ))]
@@ -89,6 +90,7 @@ impl HttpFront {
         max_header_count: usize,
         header_timeout_seconds: f64,
         body_timeout_seconds: f64,
+        keep_alive_timeout_seconds: f64,
         max_connections: usize,
         max_request_bytes: usize,
         too_many_connections: (u16, Bound<'_, PyBytes>),
@@ -107,6 +109,7 @@ impl HttpFront {
             max_header_count,
             header_timeout: seconds(header_timeout_seconds),
             body_timeout: seconds(body_timeout_seconds),
+            keep_alive_timeout: seconds(keep_alive_timeout_seconds),
             max_connections,
             max_request_bytes,
             too_many_connections: refusal_of(too_many_connections),
@@ -359,12 +362,25 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let service = service_fn(move |request| handle(request, shared.clone(), peer));
+        let activity = Arc::new(Activity::default());
+        let keep_alive = limits.keep_alive_timeout;
+        let handled = activity.clone();
+        let service = service_fn(move |request| {
+            let handling = handled.enter();
+            let answer = handle(request, shared.clone(), peer);
+            async move {
+                let answer = answer.await;
+                drop(handling);
+                answer
+            }
+        });
         let open = connections.clone();
         open.fetch_add(1, Ordering::Relaxed);
         let Some(tls) = tls.clone() else {
-            let connection =
-                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let connection = graceful.watch(builder.serve_connection(
+                TokioIo::new(IdleIo::new(stream, activity, keep_alive)),
+                service,
+            ));
             tokio::spawn(async move {
                 let _ = connection.await;
                 open.fetch_sub(1, Ordering::Relaxed);
@@ -383,6 +399,7 @@ async fn accept_loop(
             };
             match handshake {
                 Handshake::Done(stream) => {
+                    let stream = IdleIo::new(stream, activity, keep_alive);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let _ = watcher.watch(connection).await;
                 }

@@ -12,6 +12,7 @@ pub mod codec;
 mod front;
 mod handoff;
 mod http;
+mod idle;
 mod limits;
 mod tls;
 

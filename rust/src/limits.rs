@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_header_count: usize,
     pub header_timeout: Duration,
+    /// An answered connection idle this long is closed (`idle::IdleIo`).
+    pub keep_alive_timeout: Duration,
     pub body_timeout: Duration,
     /// 0: no limit.
     pub max_connections: usize,
@@ -129,6 +131,7 @@ mod tests {
             max_header_bytes,
             max_header_count,
             header_timeout: Duration::from_secs(1),
+            keep_alive_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
             max_connections: 0,
             max_request_bytes: 10,

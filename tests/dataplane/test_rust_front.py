@@ -401,6 +401,31 @@ def test_a_dribbled_body_gets_the_python_fronts_408(models: Path, tmp_path: Path
     assert rust.body == python.body
 
 
+def test_an_idle_kept_alive_connection_closes_at_the_keep_alive_timeout(
+    models: Path, tmp_path: Path
+) -> None:
+    """Both fronts close an answered, idle connection after
+    `--http_keep_alive_timeout_seconds`, and leave a connection that has sent nothing yet
+    to the (longer) head deadline."""
+    flags = ("--http_keep_alive_timeout_seconds", "1", "--http_header_timeout_seconds", "10")
+    for start in (_python_server, _server):
+        server = start(models, tmp_path, *flags)
+        answered, silent = Connection(server.port), Connection(server.port)
+        try:
+            answered.sock.sendall(request("GET", "/v2/health/live"))
+            assert answered.read().status == 200
+            started = time.monotonic()
+            assert answered.closed_by_server(4), start.__name__
+            assert time.monotonic() - started < 3, start.__name__
+            assert not silent.closed_by_server(1), start.__name__  # still open after 2 s
+            silent.sock.sendall(request("GET", "/v2/health/live"))
+            assert silent.read().status == 200, start.__name__
+        finally:
+            answered.close()
+            silent.close()
+            assert server.stop() == 0
+
+
 def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
     rust_front_or_skip()
     write_model(sleepy_model(iterations=4000), tmp_path / "models" / "sleepy", 1)

@@ -117,6 +117,7 @@ class RustHttpFront:
                 max_header_count=limits.max_header_count,
                 header_timeout_seconds=limits.header_timeout_seconds,
                 body_timeout_seconds=limits.body_timeout_seconds,
+                keep_alive_timeout_seconds=limits.keep_alive_timeout_seconds,
                 max_connections=limits.max_connections,
                 max_request_bytes=max_request_bytes,
                 too_many_connections=_refusal(too_many_connections(limits)),
