@@ -53,14 +53,13 @@ pub struct Request {
 /// `FloatRows` as Python takes it: (signature_name, rows, width, doubles as a bytearray).
 pub type PyFloatRows<'py> = (Option<String>, usize, usize, Bound<'py, PyByteArray>);
 
-pub fn float_rows_to_python<'py>(py: Python<'py>, rows: &FloatRows) -> PyFloatRows<'py> {
-    let bytes = doubles_bytes(&rows.values);
-    (
+pub fn float_rows_to_python<'py>(py: Python<'py>, rows: &FloatRows) -> PyResult<PyFloatRows<'py>> {
+    Ok((
         rows.signature_name.clone(),
         rows.rows,
         rows.width,
-        PyByteArray::new(py, &bytes),
-    )
+        doubles_to_python(py, &rows.values)?,
+    ))
 }
 
 /// `V2Inputs` as Python takes it: (id, parameters, [(name, datatype, shape, doubles as a
@@ -90,19 +89,26 @@ pub fn v2_inputs_to_python<'py>(py: Python<'py>, decoded: &V2Inputs) -> PyResult
         .inputs
         .iter()
         .map(|input| {
-            (
+            Ok((
                 input.name.clone(),
                 input.datatype,
                 input.shape.clone(),
-                PyByteArray::new(py, &doubles_bytes(&input.values)),
-            )
+                doubles_to_python(py, &input.values)?,
+            ))
         })
-        .collect();
+        .collect::<PyResult<_>>()?;
     Ok((decoded.id.clone(), parameters, inputs))
 }
 
-fn doubles_bytes(values: &[f64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Doubles as a bytearray of their little-endian bytes, written in place (one copy, made
+/// with the GIL held on the event loop, so no second one through a Vec).
+fn doubles_to_python<'py>(py: Python<'py>, values: &[f64]) -> PyResult<Bound<'py, PyByteArray>> {
+    PyByteArray::new_with(py, values.len() * 8, |buffer| {
+        for (slot, value) in buffer.chunks_exact_mut(8).zip(values) {
+            slot.copy_from_slice(&value.to_le_bytes());
+        }
+        Ok(())
+    })
 }
 
 impl Request {
@@ -175,11 +181,12 @@ impl Request {
     /// A `:predict` body of plain numeric rows, decoded on the front's threads
     /// (`codec::float_rows`); None for any other request or body.
     #[getter]
-    fn float_rows<'py>(&self, py: Python<'py>) -> Option<PyFloatRows<'py>> {
+    fn float_rows<'py>(&self, py: Python<'py>) -> PyResult<Option<PyFloatRows<'py>>> {
         self.decoded
             .float_rows
             .as_ref()
             .map(|rows| float_rows_to_python(py, rows))
+            .transpose()
     }
 
     /// A V2 infer body of numeric inputs, decoded on the front's threads

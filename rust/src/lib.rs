@@ -29,9 +29,10 @@ use pyo3::types::PyBytes;
 fn parse_float_rows<'py>(
     py: Python<'py>,
     body: &Bound<'py, PyBytes>,
-) -> Option<handoff::PyFloatRows<'py>> {
+) -> PyResult<Option<handoff::PyFloatRows<'py>>> {
     codec::float_rows::parse_float_rows(body.as_bytes())
         .map(|rows| handoff::float_rows_to_python(py, &rows))
+        .transpose()
 }
 
 /// The V2 infer decoder on its own (what the front runs on a `/v2/models/.../infer`

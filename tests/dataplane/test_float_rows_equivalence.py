@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.dataplane import extension_function
+from support.json_numbers import FINITE, NUMBER_TEXT
 
 from ferry.codecs.float_rows import from_front, parse_float_rows
 
@@ -21,16 +22,6 @@ def rust_parse():
     return extension_function("parse_float_rows")
 
 
-# Number spellings clients send: Python's repr, JSON's exponent forms, integers, zeros.
-finite = st.floats(allow_nan=False, allow_infinity=False)
-number_text = st.one_of(
-    finite.map(repr),
-    finite.map(lambda v: f"{v:.17g}"),
-    finite.map(lambda v: f"{v:e}".replace("e+", "E+")),
-    st.integers(-(10**15) + 1, 10**15 - 1).map(str),
-    st.integers(-(10**20), 10**20).map(str),  # beyond 15 digits: Python's alone
-    st.sampled_from(["-0", "0", "-0.0", "1e400", "-1e-400", "NaN", "Infinity", "1.", ".5", "01"]),
-)
 space = st.sampled_from(["", " ", "\n", "\t ", "\r\n"])
 
 
@@ -43,7 +34,7 @@ def bodies(draw) -> bytes:
     for row in range(rows):
         count = width + (1 if ragged and row == rows - 1 else 0)
         s = draw(space)
-        parts.append("[" + f",{s}".join(draw(number_text) for _ in range(count)) + "]")
+        parts.append("[" + f",{s}".join(draw(NUMBER_TEXT) for _ in range(count)) + "]")
     instances = '"instances":' + draw(space) + "[" + ",".join(parts) + "]"
     members = [instances]
     if draw(st.booleans()):
@@ -85,7 +76,7 @@ def test_damaged_bodies_are_never_taken_wrongly(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    values=st.lists(st.lists(finite, min_size=3, max_size=3), min_size=1, max_size=8),
+    values=st.lists(st.lists(FINITE, min_size=3, max_size=3), min_size=1, max_size=8),
     dumps=st.sampled_from([json.dumps, lambda o: json.dumps(o, indent=1)]),
 )
 def test_the_bodies_clients_send_are_taken_by_rust(rust_parse, values, dumps) -> None:
