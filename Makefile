@@ -124,12 +124,13 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check src
 
 # A bounded run of libFuzzer over the Rust front's parsers (rust/fuzz: the `:predict` row
-# decoder against serde_json, the --auth check on arbitrary requests), FUZZ_SECONDS each,
+# decoder against serde_json, the --auth check on arbitrary requests, the head scan on
+# heads fed in pieces), FUZZ_SECONDS each,
 # from the committed seeds. cargo-fuzz is installed from crates.io on first use; stable
 # Rust serves (-s none: no sanitizer, which would need nightly). A crash fails the run
 # and leaves its input in rust/fuzz/artifacts/.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := float_rows v2_inputs credentials
+FUZZ_TARGETS := float_rows v2_inputs credentials heads
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 	cd rust && for target in $(FUZZ_TARGETS); do \

@@ -3,12 +3,14 @@
 //! delays accepting, parsing or writing.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::header::CONNECTION;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,11 +23,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{watch, Semaphore};
 
+use crate::activity::Activity;
 use crate::auth::{KeyTable, Keys};
 use crate::handoff::{Handoff, Request};
-use crate::http::{handle, Shared};
-use crate::idle::{Activity, IdleIo};
-use crate::limits::{Limits, Refusal};
+use crate::head_watch::HeadWatch;
+use crate::http::{handle, refusal, Shared};
+use crate::idle::IdleIo;
+use crate::limits::{Limits, Linger, Refusal};
 use crate::tls::{ClientCertificate, Tls, HANDSHAKE_RECORD};
 
 /// An HTTP/1.1 front on one address; see the module docs of `ferry.dataplane`.
@@ -78,7 +82,7 @@ impl HttpFront {
     #[pyo3(signature = (
         host, port, *, threads, max_header_bytes, max_header_count, header_timeout_seconds,
         body_timeout_seconds, keep_alive_timeout_seconds, max_connections, max_request_bytes,
-        too_many_connections, body_timeout, head_too_large, url_too_long, too_many_headers,
+        too_many_connections, head_timeout, body_timeout, head_too_large, url_too_long, too_many_headers,
         refusal_linger_seconds, refusal_linger_bytes, max_lingering_refusals, tls = None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -94,6 +98,7 @@ impl HttpFront {
         max_connections: usize,
         max_request_bytes: usize,
         too_many_connections: (u16, Bound<'_, PyBytes>),
+        head_timeout: (u16, Bound<'_, PyBytes>),
         body_timeout: (u16, Bound<'_, PyBytes>),
         head_too_large: (u16, Bound<'_, PyBytes>),
         url_too_long: (u16, Bound<'_, PyBytes>),
@@ -113,6 +118,7 @@ impl HttpFront {
             max_connections,
             max_request_bytes,
             too_many_connections: refusal_of(too_many_connections),
+            head_timeout_refusal: refusal_of(head_timeout),
             body_timeout_refusal: refusal_of(body_timeout),
             head_too_large: refusal_of(head_too_large),
             url_too_long: refusal_of(url_too_long),
@@ -253,16 +259,6 @@ impl HttpFront {
     }
 }
 
-/// How a refused connection lingers (`ferry.transport_limits`' REFUSAL_LINGER_SECONDS,
-/// REFUSAL_LINGER_BYTES, MAX_LINGERING_REFUSALS): read and dropped for a while after the
-/// refusal, so the client reads the answer instead of a reset from its unread request.
-#[derive(Clone)]
-struct Linger {
-    seconds: Duration,
-    bytes: usize,
-    slots: Arc<Semaphore>,
-}
-
 /// A connection over `--max_connections`: Python's refusal, a bounded linger, close.
 /// Bounded in time so a client that never reads cannot hold the descriptor.
 async fn refuse(mut stream: TcpStream, response: Arc<Vec<u8>>, linger: Linger) {
@@ -310,6 +306,19 @@ async fn tls_handshake(stream: TcpStream, tls: &Tls, deadline: tokio::time::Inst
     }
 }
 
+/// A connection's socket as hyper reads it: heads judged first (`HeadWatch`), idle
+/// kept-alive connections closed (`IdleIo`).
+fn watched<S>(
+    stream: S,
+    activity: Arc<Activity>,
+    limits: &Arc<Limits>,
+    linger: &Linger,
+    keep_alive: Duration,
+) -> HeadWatch<IdleIo<S>> {
+    let idle = IdleIo::new(stream, activity.clone(), keep_alive);
+    HeadWatch::new(idle, activity, limits.clone(), linger.clone())
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -327,6 +336,7 @@ async fn accept_loop(
         bytes: limits.refusal_linger_bytes,
         slots: Arc::new(Semaphore::new(limits.max_lingering_refusals)),
     };
+    let watch_limits = Arc::new(limits.clone());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -335,7 +345,7 @@ async fn accept_loop(
         .max_headers(limits.hyper_header_count())
         .max_header_size(limits.hyper_header_size())
         .max_buf_size(limits.read_buffer())
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(limits.hyper_header_timeout())
         .auto_date_header(false);
     let graceful = GracefulShutdown::new();
     loop {
@@ -366,19 +376,40 @@ async fn accept_loop(
         let keep_alive = limits.keep_alive_timeout;
         let handled = activity.clone();
         let service = service_fn(move |request| {
+            let refused = handled.take_refusal();
             let handling = handled.enter();
-            let answer = handle(request, shared.clone(), peer);
+            let shared = shared.clone();
+            let activity = handled.clone();
             async move {
-                let answer = answer.await;
+                let answer = match refused {
+                    Some(refused) => refusal(&refused), // the stand-in of a refused head
+                    None => match handle(request, shared, peer).await {
+                        Ok(answer) => answer,
+                        Err(never) => match never {},
+                    },
+                };
+                if answer
+                    .headers()
+                    .get(CONNECTION)
+                    .is_some_and(|v| v == "close")
+                {
+                    activity.close(); // what the client still sends is no head
+                }
                 drop(handling);
-                answer
+                Ok::<_, Infallible>(answer)
             }
         });
         let open = connections.clone();
         open.fetch_add(1, Ordering::Relaxed);
         let Some(tls) = tls.clone() else {
             let connection = graceful.watch(builder.serve_connection(
-                TokioIo::new(IdleIo::new(stream, activity, keep_alive)),
+                TokioIo::new(watched(
+                    stream,
+                    activity,
+                    &watch_limits,
+                    &linger,
+                    keep_alive,
+                )),
                 service,
             ));
             tokio::spawn(async move {
@@ -389,6 +420,7 @@ async fn accept_loop(
             continue;
         };
         let (builder, watcher, linger) = (builder.clone(), graceful.watcher(), linger.clone());
+        let watch_limits = watch_limits.clone();
         let head_deadline = tokio::time::Instant::now() + limits.header_timeout;
         let mut stopping = stopped.clone();
         tokio::spawn(async move {
@@ -399,7 +431,7 @@ async fn accept_loop(
             };
             match handshake {
                 Handshake::Done(stream) => {
-                    let stream = IdleIo::new(stream, activity, keep_alive);
+                    let stream = watched(*stream, activity, &watch_limits, &linger, keep_alive);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let _ = watcher.watch(connection).await;
                 }

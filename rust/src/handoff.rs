@@ -43,9 +43,11 @@ pub struct Request {
     path: Bytes,
     query: Bytes,
     headers: Vec<(Bytes, Bytes)>,
-    body: Bytes,
+    /// Taken by Python once (`take_body`), so a large body is not held twice.
+    body: Mutex<Bytes>,
     client: (String, u16),
-    decoded: Decoded,
+    /// Taken by Python once, as the body.
+    decoded: Mutex<Decoded>,
     verified: Option<Verified>,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
 }
@@ -129,9 +131,9 @@ impl Request {
             path,
             query,
             headers,
-            body,
+            body: Mutex::new(body),
             client,
-            decoded,
+            decoded: Mutex::new(decoded),
             verified,
             reply: Mutex::new(Some(reply)),
         }
@@ -173,30 +175,25 @@ impl Request {
 
     /// The body as read: at most `--max_request_bytes` + 1 bytes (one more than the limit
     /// tells Python's handlers that it is over, and they refuse it in their protocol's form).
-    #[getter]
-    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.body)
+    /// Taken: the front's copy is dropped, and a second call gets an empty body.
+    fn take_body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let body = std::mem::take(&mut *lock(&self.body));
+        PyBytes::new(py, &body)
     }
 
     /// A `:predict` body of plain numeric rows, decoded on the front's threads
-    /// (`codec::float_rows`); None for any other request or body.
-    #[getter]
-    fn float_rows<'py>(&self, py: Python<'py>) -> PyResult<Option<PyFloatRows<'py>>> {
-        self.decoded
-            .float_rows
-            .as_ref()
-            .map(|rows| float_rows_to_python(py, rows))
-            .transpose()
+    /// (`codec::float_rows`); None for any other request or body. Taken, as the body.
+    fn take_float_rows<'py>(&self, py: Python<'py>) -> PyResult<Option<PyFloatRows<'py>>> {
+        let rows = lock(&self.decoded).float_rows.take();
+        rows.map(|rows| float_rows_to_python(py, &rows)).transpose()
     }
 
     /// A V2 infer body of numeric inputs, decoded on the front's threads
-    /// (`codec::v2_inputs`); None for any other request or body.
-    #[getter]
-    fn v2_inputs<'py>(&self, py: Python<'py>) -> PyResult<Option<PyV2Inputs<'py>>> {
-        self.decoded
-            .v2_inputs
-            .as_ref()
-            .map(|inputs| v2_inputs_to_python(py, inputs))
+    /// (`codec::v2_inputs`); None for any other request or body. Taken, as the body.
+    fn take_v2_inputs<'py>(&self, py: Python<'py>) -> PyResult<Option<PyV2Inputs<'py>>> {
+        let inputs = lock(&self.decoded).v2_inputs.take();
+        inputs
+            .map(|inputs| v2_inputs_to_python(py, &inputs))
             .transpose()
     }
 
@@ -302,6 +299,13 @@ impl Handoff {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *queue)
     }
+}
+
+/// A lock whose holder cannot have panicked midway (each holder only moves a value out).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

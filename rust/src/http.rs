@@ -126,7 +126,7 @@ fn declared_length(request: &HttpRequest<Incoming>) -> Option<u64> {
         .and_then(|text| text.parse().ok())
 }
 
-fn refusal(refusal: &Refusal) -> Response<Full<Bytes>> {
+pub fn refusal(refusal: &Refusal) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(refusal.body.clone()));
     *response.status_mut() =
         StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,34 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// What one connection's requests tell its socket: how many are being handled, and
-/// whether one has been answered (the keep-alive timer runs only after that).
-#[derive(Default)]
-pub struct Activity {
-    handling: AtomicUsize,
-    answered: AtomicBool,
-}
-
-/// Counts a request as being handled for as long as it lives.
-pub struct Handling(Arc<Activity>);
-
-impl Activity {
-    pub fn enter(self: &Arc<Self>) -> Handling {
-        self.handling.fetch_add(1, Ordering::AcqRel);
-        Handling(self.clone())
-    }
-
-    fn idle(&self) -> bool {
-        self.answered.load(Ordering::Acquire) && self.handling.load(Ordering::Acquire) == 0
-    }
-}
-
-impl Drop for Handling {
-    fn drop(&mut self) {
-        self.0.answered.store(true, Ordering::Release);
-        self.0.handling.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+use crate::activity::Activity;
 
 /// A socket that reads as closed once its connection has been idle for `timeout`.
 pub struct IdleIo<S> {

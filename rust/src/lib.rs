@@ -7,13 +7,16 @@
 //! reference for wire behaviour: Rust writes no error text of its own (the transport
 //! refusals come from Python's table, `ferry.protocols.http_limits`).
 
+mod activity;
 pub mod auth;
 pub mod codec;
 mod front;
 mod handoff;
+pub mod head_scan;
+mod head_watch;
 mod http;
 mod idle;
-mod limits;
+pub mod limits;
 mod tls;
 
 use std::collections::HashMap;

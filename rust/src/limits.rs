@@ -1,12 +1,14 @@
 //! The transport limits of the HTTP front and the refusals that answer them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Semaphore;
 
 /// One refusal: HTTP status and the whole JSON body, both from Python's table
 /// (`ferry.protocols.http_limits`), so the two fronts answer with the same bytes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Refusal {
     pub status: u16,
     pub body: Bytes,
@@ -49,6 +51,7 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub too_many_connections: Refusal,
     pub body_timeout_refusal: Refusal,
+    pub head_timeout_refusal: Refusal,
     pub head_too_large: Refusal,
     pub url_too_long: Refusal,
     pub too_many_headers: Refusal,
@@ -61,12 +64,49 @@ pub struct Limits {
 pub const MIN_READ_BUFFER: usize = 8192;
 
 impl Limits {
+    /// Limits with these head limits and one-second, one-byte others, each refusal an
+    /// empty body with its status (too many headers: 432, to tell it from 431), for the
+    /// unit tests and the fuzz targets of the head checks.
+    #[doc(hidden)]
+    pub fn of_heads(max_header_bytes: usize, max_header_count: usize) -> Self {
+        let refusal = |status| Refusal {
+            status,
+            body: Bytes::new(),
+        };
+        let second = Duration::from_secs(1);
+        Self {
+            max_header_bytes,
+            max_header_count,
+            header_timeout: second,
+            keep_alive_timeout: second,
+            body_timeout: second,
+            max_connections: 0,
+            max_request_bytes: 10,
+            too_many_connections: refusal(503),
+            body_timeout_refusal: refusal(408),
+            head_timeout_refusal: refusal(408),
+            head_too_large: refusal(431),
+            url_too_long: refusal(414),
+            too_many_headers: refusal(432),
+            refusal_linger: second,
+            refusal_linger_bytes: 1,
+            max_lingering_refusals: 1,
+        }
+    }
+
     /// hyper's own head limit: twice ferry's. A head between the two is read, measured
     /// as Python's front measures it (`head_refusal`) and refused with Python's answer;
     /// hyper closes a connection whose head is larger still without an answer, so the
     /// memory a head may take stays bounded either way.
     pub fn hyper_header_size(&self) -> usize {
         self.max_header_bytes.saturating_mul(2).max(1024)
+    }
+
+    /// hyper's own head timer, a backstop behind `head_watch` (which answers a late head
+    /// with Python's 408 at `header_timeout` from its first byte): it runs from when hyper
+    /// waits for a head, so it also spans the keep-alive wait before the head.
+    pub fn hyper_header_timeout(&self) -> Duration {
+        self.keep_alive_timeout + self.header_timeout + Duration::from_secs(1)
     }
 
     /// hyper's own header count limit (see `hyper_header_size`).
@@ -86,25 +126,56 @@ impl Limits {
     where
         I: IntoIterator<Item = (usize, usize)>,
     {
-        let mut bytes = target_bytes;
-        if bytes > self.max_header_bytes {
-            return Some(&self.url_too_long);
+        let mut count = HeadCount::default();
+        if let Some(refusal) = self.count_target(&mut count, target_bytes) {
+            return Some(refusal);
         }
-        for (count, (name, value)) in headers.into_iter().enumerate() {
-            bytes += name + value + 4;
-            if count + 1 > self.max_header_count {
-                return Some(&self.too_many_headers);
-            }
-            if bytes > self.max_header_bytes {
-                return Some(&self.head_too_large);
-            }
+        headers
+            .into_iter()
+            .find_map(|(name, value)| self.count_header(&mut count, name, value))
+    }
+
+    /// Counts the request target (llhttp's URL) of a head (see `head_refusal`).
+    pub fn count_target(&self, count: &mut HeadCount, target_bytes: usize) -> Option<&Refusal> {
+        count.bytes += target_bytes;
+        (count.bytes > self.max_header_bytes).then_some(&self.url_too_long)
+    }
+
+    /// Counts one header of a head (see `head_refusal`): the count first, then the bytes.
+    pub fn count_header(
+        &self,
+        count: &mut HeadCount,
+        name_bytes: usize,
+        value_bytes: usize,
+    ) -> Option<&Refusal> {
+        count.headers += 1;
+        count.bytes += name_bytes + value_bytes + 4;
+        if count.headers > self.max_header_count {
+            return Some(&self.too_many_headers);
         }
-        None
+        (count.bytes > self.max_header_bytes).then_some(&self.head_too_large)
     }
 }
 
+/// A head as counted so far (`Limits::count_target`, `Limits::count_header`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeadCount {
+    bytes: usize,
+    headers: usize,
+}
+
+/// How a refused connection lingers (`ferry.transport_limits`' REFUSAL_LINGER_SECONDS,
+/// REFUSAL_LINGER_BYTES, MAX_LINGERING_REFUSALS): read and dropped for a while after the
+/// refusal, so the client reads the answer instead of a reset from its unread request.
+#[derive(Clone)]
+pub struct Linger {
+    pub seconds: Duration,
+    pub bytes: usize,
+    pub slots: Arc<Semaphore>,
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -119,31 +190,8 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n{\"error\": \"x\"}"));
     }
 
-    fn refusal(status: u16) -> Refusal {
-        Refusal {
-            status,
-            body: Bytes::new(),
-        }
-    }
-
-    fn limits(max_header_bytes: usize, max_header_count: usize) -> Limits {
-        Limits {
-            max_header_bytes,
-            max_header_count,
-            header_timeout: Duration::from_secs(1),
-            keep_alive_timeout: Duration::from_secs(1),
-            body_timeout: Duration::from_secs(1),
-            max_connections: 0,
-            max_request_bytes: 10,
-            too_many_connections: refusal(503),
-            body_timeout_refusal: refusal(408),
-            head_too_large: refusal(431),
-            url_too_long: refusal(414),
-            too_many_headers: refusal(432),
-            refusal_linger: Duration::from_secs(1),
-            refusal_linger_bytes: 1,
-            max_lingering_refusals: 1,
-        }
+    pub(crate) fn limits(max_header_bytes: usize, max_header_count: usize) -> Limits {
+        Limits::of_heads(max_header_bytes, max_header_count)
     }
 
     #[test]

@@ -323,6 +323,23 @@ def test_a_refusal_on_a_kept_alive_connection_follows_the_earlier_answer(
     assert closed_by_server(sock, 3)
 
 
+def test_a_head_refused_behind_a_pipelined_request_follows_its_answer(
+    server: FerryProcess,
+) -> None:
+    """A request and, in the same packet, a head over the count: the request is answered
+    (nothing accepted is lost), then the head refused, in order, then the end."""
+    body = json.dumps(GOOD_BODY).encode()
+    request = head(headers=[("Content-Length", str(len(body)))]) + b"\r\n" + body
+    too_many = head(headers=[(f"X-{i}", "a") for i in range(200)]) + b"\r\n"
+    sock = connect(server)
+    sock.sendall(request + too_many)
+    answered = read_response(sock)
+    assert answered.status == 200, answered
+    assert json.loads(answered.body) == {"predictions": [[2.0, 4.0, 6.0, 8.0]]}
+    assert_refused(read_response(sock), 431, "--max_header_count")
+    assert closed_by_server(sock, 3)
+
+
 def test_a_body_that_keeps_coming_within_the_deadline_is_served(server: FerryProcess) -> None:
     body = b'{"instances": [[1, 2, 3, 4]]' + b" " * (100 * 1024) + b"}"
     sock = connect(server)

@@ -30,6 +30,7 @@ from ferry.protocols.http_limits import (
     Refusals,
     TransportRefusal,
     body_timeout,
+    head_timeout,
     head_too_large,
     refusal_body,
     too_many_connections,
@@ -121,6 +122,7 @@ class RustHttpFront:
                 max_connections=limits.max_connections,
                 max_request_bytes=max_request_bytes,
                 too_many_connections=_refusal(too_many_connections(limits)),
+                head_timeout=_refusal(head_timeout(limits)),
                 body_timeout=_refusal(body_timeout(limits)),
                 head_too_large=_refusal(head_too_large(limits)),
                 url_too_long=_refusal(url_too_long(limits)),
@@ -202,10 +204,10 @@ class RustHttpFront:
             "headers": request.headers,
         }
         extensions = {}
-        rows = request.float_rows
+        rows = request.take_float_rows()
         if rows is not None:
             extensions[FLOAT_ROWS_EXTENSION] = from_front(rows)
-        v2_inputs = request.v2_inputs
+        v2_inputs = request.take_v2_inputs()
         if v2_inputs is not None:
             extensions[V2_INPUTS_EXTENSION] = v2_inputs
         credentials = request.credentials
@@ -225,7 +227,7 @@ class RustHttpFront:
         ]
 
     async def _serve(self, request) -> None:
-        messages = self._messages(request.body)
+        messages = self._messages(request.take_body())
         answered = asyncio.Event()
         status: int | None = None
         headers: list[tuple[bytes, bytes]] = []

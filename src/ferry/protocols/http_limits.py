@@ -200,6 +200,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._fresh_head = False  # the head began inside the chunk being parsed
         self._refused = False
+        self._deferred_refusal: TransportRefusal | None = None  # waits for earlier answers
         self._linger_bytes = REFUSAL_LINGER_BYTES
 
     # Connection events
@@ -314,27 +315,43 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, refusal: TransportRefusal) -> None:
         """Answer `refusal`, stop reading requests, and close after a short linger.
-        Where a response is already on the wire (this request's, or a pipelined
-        predecessor's still streaming) the connection is only closed: a second response
-        would garble it. An app task still running for the connection sees a disconnect.
+        A refused head waits for the answers of the requests before it (in flight or
+        pipelined): it goes out after them, in order (`on_response_complete`). Where this
+        request's own response is already on the wire (a body refused late) the
+        connection is only closed: a second response would garble it. An app task still
+        running for a refused body sees a disconnect.
         """
         # In the head phase `cycle` is the previous request's; in the body phase, this one's.
-        answered = self._phase == BODY and self.cycle is not None and self.cycle.response_started
+        head = self._phase == HEAD
+        cycle = self.cycle
+        answered = not head and cycle is not None and cycle.response_started
         self._refused = True
         self._phase = IDLE
         self._deadline = NO_DEADLINE
         self.connections.discard(self)
         self._unset_keepalive_if_required()
-        cycle = self.cycle
-        streaming = cycle is not None and cycle.response_started and not cycle.response_complete
+        if head and cycle is not None and not cycle.response_complete:
+            self._deferred_refusal = refusal
+            return
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.message_event.set()
         if self.transport.is_closing():
             return
-        if answered or streaming:
+        if answered:
             self.transport.close()
             return
+        self._send_refusal(refusal)
+
+    def on_response_complete(self) -> None:
+        HttpToolsProtocol.on_response_complete(self)
+        refusal = self._deferred_refusal
+        if refusal is not None and (self.cycle is None or self.cycle.response_complete):
+            self._deferred_refusal = None
+            if not self.transport.is_closing():
+                self._send_refusal(refusal)
+
+    def _send_refusal(self, refusal: TransportRefusal) -> None:
         self.transport.write(refusal_response(refusal))
         if not self._refusals.take_linger():
             self.transport.close()  # a flood of refusals: no descriptors to spare for it
