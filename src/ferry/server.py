@@ -166,7 +166,7 @@ class ServerOptions:
     ready_when: ReadyWhen = ReadyWhen.ALL
     # `--log_format`, `--access_log`, `--otlp_endpoint` (ferry.observability_flags).
     observability: ObservabilityOptions = field(default_factory=ObservabilityOptions)
-    # `--dataplane python|rust`: who owns the REST socket (ferry.dataplane).
+    # `--dataplane auto|python|rust`: who owns the REST socket (ferry.dataplane).
     dataplane: DataplaneOptions = field(default_factory=DataplaneOptions)
 
 
@@ -449,7 +449,7 @@ class FerryServer:
                 grace = self.options.manager.drain_timeout_seconds
                 grpc_stopped = loop.create_task(grpc_server.stop(grace))
 
-        if self.options.dataplane.kind is Dataplane.RUST:
+        if self.options.dataplane.chosen() is Dataplane.RUST:
             try:
                 await self._serve_rust_front(http_limits, on_signal)
             finally:

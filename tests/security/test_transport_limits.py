@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from support.dataplane import rust_front_or_skip
 from support.models import scale_model, sleepy_model, write_model
 from support.security import GoodClient, RssWatch
 from support.server import FerryProcess, wait_until
@@ -169,9 +170,14 @@ def model_dir(model_root: Path) -> Path:
     return model_root
 
 
-@pytest.fixture
-def server(model_dir: Path, start_server) -> FerryProcess:
-    return start_server(str(model_dir), "--enable_model_warmup=false", *TIMEOUT_FLAGS)
+@pytest.fixture(params=["python", "rust"])
+def server(model_dir: Path, start_server, request: pytest.FixtureRequest) -> FerryProcess:
+    """ferry on each REST front: both enforce these limits with the same answers."""
+    if request.param == "rust":
+        rust_front_or_skip()
+    return start_server(
+        str(model_dir), "--enable_model_warmup=false", *TIMEOUT_FLAGS, "--dataplane", request.param
+    )
 
 
 @contextmanager
@@ -347,11 +353,13 @@ def test_a_refusal_on_a_kept_alive_connection_follows_the_earlier_answer(
 def test_a_head_refused_behind_a_pipelined_request_follows_its_answer(
     server: FerryProcess,
 ) -> None:
-    """A request and, in the same packet, a head over the count: the request is answered
+    """A request and, in the same segment, a head over the count: the request is answered
     (nothing accepted is lost), then the head refused, in order, then the end."""
     body = json.dumps(GOOD_BODY).encode()
     request = head(headers=[("Content-Length", str(len(body)))]) + b"\r\n" + body
-    too_many = head(headers=[(f"X-{i}", "a") for i in range(200)]) + b"\r\n"
+    # Over the count, but under twice it: the Rust front's hyper closes a pipelined head
+    # over twice ferry's limits (docs/dataplane.md, differences).
+    too_many = head(headers=[(f"X-{i}", "a") for i in range(150)]) + b"\r\n"
     sock = connect(server)
     sock.sendall(request + too_many)
     answered, refused = read_responses(sock, 2)

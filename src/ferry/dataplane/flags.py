@@ -1,13 +1,16 @@
-"""`ferry serve --dataplane python|rust` and `--dataplane_threads`.
+"""`ferry serve --dataplane auto|python|rust` and `--dataplane_threads`.
 
-`python` (the default) serves HTTP with uvicorn on ferry's event loop; `rust` with the
-Rust front (`ferry.dataplane.front`), which is built by `make` where cargo is. The
-default stays `python` until the Rust front passes the whole suite and takes the fast
-paths (docs/dataplane.md says what it does today).
+`rust` serves HTTP with the Rust front (`ferry.dataplane.front`: the wheels carry it, and
+`make` builds it where cargo is); `python` with uvicorn on ferry's event loop. `auto`
+(the default) is `rust` where the Rust front is built in this install and `python`
+otherwise (a source install without cargo), and says which at start-up. The whole suite
+passes on both; docs/dataplane.md lists what the Rust front does and the few differences.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,10 +19,25 @@ import click
 
 from ferry.flag_groups import FlagGroup, FlagSpec
 
+log = logging.getLogger(__name__)
+
 
 class Dataplane(StrEnum):
+    AUTO = "auto"
     PYTHON = "python"
     RUST = "rust"
+
+
+EXTENSION = "ferry._dataplane"
+
+
+def rust_front_built() -> bool:
+    """Whether this install has the Rust front (the compiled module imports)."""
+    try:
+        importlib.import_module(EXTENSION)
+    except ImportError:
+        return False
+    return True
 
 
 def default_threads() -> int:
@@ -29,12 +47,24 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class DataplaneOptions:
-    kind: Dataplane = Dataplane.PYTHON
+    kind: Dataplane = Dataplane.AUTO
     # 0: one per core (default_threads).
     threads: int = 0
 
     def thread_count(self) -> int:
         return self.threads or default_threads()
+
+    def chosen(self) -> Dataplane:
+        """The front that serves: `auto` made `rust` or `python` by what is built."""
+        if self.kind is not Dataplane.AUTO:
+            return self.kind
+        if rust_front_built():
+            return Dataplane.RUST
+        log.info(
+            "the Rust front is not built in this install (a source install without cargo; "
+            "the wheels carry it, docs/dataplane.md): REST is served by the Python front"
+        )
+        return Dataplane.PYTHON
 
 
 _OPTIONS: list[FlagSpec] = [
@@ -42,11 +72,12 @@ _OPTIONS: list[FlagSpec] = [
         ("--dataplane",),
         {
             "type": click.Choice([kind.value for kind in Dataplane]),
-            "default": Dataplane.PYTHON.value,
+            "default": Dataplane.AUTO.value,
             "show_default": True,
-            "help": "Who owns the REST socket: 'python' (uvicorn on ferry's event loop) or "
-            "'rust' (ferry's Rust front on threads of its own; built by make where cargo "
-            "is; docs/dataplane.md).",
+            "help": "Who owns the REST socket: 'rust' (ferry's Rust front on threads of its "
+            "own; in the wheels, built by make where cargo is; docs/dataplane.md), "
+            "'python' (uvicorn on ferry's event loop), or 'auto': 'rust' where it is "
+            "built, else 'python'.",
         },
     ),
     (
@@ -69,6 +100,6 @@ def resolve(ctx: click.Context) -> DataplaneOptions:
     """The options the command line gave."""
     given = _GROUP.given(ctx)
     return DataplaneOptions(
-        Dataplane(given.get("dataplane", Dataplane.PYTHON.value)),
+        Dataplane(given.get("dataplane", Dataplane.AUTO.value)),
         int(given.get("dataplane_threads", 0)),
     )

@@ -25,6 +25,7 @@ from urllib.parse import unquote
 from ferry.auth.middleware import VERIFIED_EXTENSION
 from ferry.codecs.float_rows import FLOAT_ROWS_EXTENSION, from_front
 from ferry.codecs.v2 import V2_INPUTS_EXTENSION
+from ferry.dataplane.flags import EXTENSION
 from ferry.errors import ListenError, SetupError
 from ferry.protocols.http_limits import (
     Refusals,
@@ -59,7 +60,7 @@ DRAIN_POLL_SECONDS = 0.02
 def load_extension() -> Any:
     """The compiled module, or a SetupError that says how to build it."""
     try:
-        return importlib.import_module("ferry._dataplane")
+        return importlib.import_module(EXTENSION)
     except ImportError as exc:
         raise SetupError(
             "--dataplane rust: the Rust front is not built in this install (run `make serve` "
