@@ -15,11 +15,10 @@ Usage::
     .venv/bin/python benchmarks/ab.py --protocol v2json --ferry-arg=--dataplane=rust
 
 The baseline is checked out with `git worktree add` into a temporary folder (removed at
-the end) and served by the same interpreter and packages through PYTHONPATH; unless
-`--ferry-arg=--dataplane=python`, its own Rust front is built into it first (cargo), as
-`--dataplane auto` (the default) serves with it. Besides requests per second, each side's
-server CPU time per request is reported: on a host that steals time from this machine it
-moves less than throughput does.
+the end) and served by the same interpreter and packages through PYTHONPATH; with
+`--ferry-arg=--dataplane=rust` (or `auto`) its own Rust front is built into it first
+(cargo). Besides requests per second, each side's server CPU time per request is
+reported: on a host that steals time from this machine it moves less than throughput does.
 """
 
 from __future__ import annotations
@@ -71,9 +70,10 @@ def baseline_tree(revision: str) -> Iterator[Path]:
 
 
 def uses_rust_front(ferry_args: Sequence[str]) -> bool:
-    """Whether the baseline may serve on its Rust front: unless told `python`, since
-    `--dataplane auto` (the default) takes it where it is built."""
-    return not any(arg in ("--dataplane=python", "python") for arg in ferry_args)
+    """Whether the baseline may serve on its Rust front (`--dataplane rust` or `auto`)."""
+    return any(
+        arg in ("--dataplane=rust", "rust", "--dataplane=auto", "auto") for arg in ferry_args
+    )
 
 
 def build_rust_front(tree: Path) -> None:

@@ -539,6 +539,21 @@ def test_without_the_extension_the_error_says_how_to_build_it(monkeypatch) -> No
         front.load_extension()
 
 
+def test_auto_takes_the_rust_front_where_it_is_built(monkeypatch, caplog) -> None:
+    import sys
+
+    from ferry.dataplane.flags import Dataplane, DataplaneOptions
+
+    rust_front_or_skip()
+    auto = DataplaneOptions(kind=Dataplane.AUTO)
+    assert auto.chosen() is Dataplane.RUST
+    assert DataplaneOptions().chosen() is Dataplane.PYTHON  # the default
+    monkeypatch.setitem(sys.modules, "ferry._dataplane", None)  # an install without it
+    with caplog.at_level("INFO", logger="ferry.dataplane.flags"):
+        assert auto.chosen() is Dataplane.PYTHON
+    assert "the Rust front is not built in this install" in caplog.text
+
+
 def test_https_answers_with_the_python_fronts_bytes(models: Path, tmp_path: Path) -> None:
     """HTTPS (`--ssl_certfile`, rustls on the Rust front): the same answers over TLS, and
     the same readable 400 to plain HTTP on the HTTPS port."""

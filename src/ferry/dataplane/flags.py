@@ -1,10 +1,11 @@
 """`ferry serve --dataplane auto|python|rust` and `--dataplane_threads`.
 
-`rust` serves HTTP with the Rust front (`ferry.dataplane.front`: the wheels carry it, and
-`make` builds it where cargo is); `python` with uvicorn on ferry's event loop. `auto`
-(the default) is `rust` where the Rust front is built in this install and `python`
-otherwise (a source install without cargo), and says which at start-up. The whole suite
-passes on both; docs/dataplane.md lists what the Rust front does and the few differences.
+`python` (the default) serves HTTP with uvicorn on ferry's event loop; `rust` with the
+Rust front (`ferry.dataplane.front`: the wheels carry it, and `make` builds it where cargo
+is); `auto` is `rust` where the Rust front is built in this install and `python`
+otherwise, and says which at start-up. The whole suite passes on both. The default stays
+`python` while the Rust front is slower for a lone client (it hands each request to the
+event loop and back: two thread wake-ups more than uvicorn; docs/dataplane.md, measured).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class DataplaneOptions:
-    kind: Dataplane = Dataplane.AUTO
+    kind: Dataplane = Dataplane.PYTHON
     # 0: one per core (default_threads).
     threads: int = 0
 
@@ -72,12 +73,12 @@ _OPTIONS: list[FlagSpec] = [
         ("--dataplane",),
         {
             "type": click.Choice([kind.value for kind in Dataplane]),
-            "default": Dataplane.AUTO.value,
+            "default": Dataplane.PYTHON.value,
             "show_default": True,
-            "help": "Who owns the REST socket: 'rust' (ferry's Rust front on threads of its "
-            "own; in the wheels, built by make where cargo is; docs/dataplane.md), "
-            "'python' (uvicorn on ferry's event loop), or 'auto': 'rust' where it is "
-            "built, else 'python'.",
+            "help": "Who owns the REST socket: 'python' (uvicorn on ferry's event loop), "
+            "'rust' (ferry's Rust front on threads of its own; in the wheels, built by make "
+            "where cargo is; docs/dataplane.md), or 'auto': 'rust' where it is built, else "
+            "'python'.",
         },
     ),
     (
@@ -100,6 +101,6 @@ def resolve(ctx: click.Context) -> DataplaneOptions:
     """The options the command line gave."""
     given = _GROUP.given(ctx)
     return DataplaneOptions(
-        Dataplane(given.get("dataplane", Dataplane.AUTO.value)),
+        Dataplane(given.get("dataplane", Dataplane.PYTHON.value)),
         int(given.get("dataplane_threads", 0)),
     )
